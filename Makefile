@@ -1,0 +1,33 @@
+# One virtual environment for everything; torch is pinned to the local CPU wheel first so that
+# no dependency pulls a CUDA build.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check metasgd_rl envs tests scripts
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check metasgd_rl envs tests scripts
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+bench: $(STAMP)
+	$(PY) scripts/benchmark.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
