@@ -1,0 +1,140 @@
+"""Task families: a gymnasium environment plus a distribution over its parameters.
+
+A *task* is a plain JSON-able dict (``{"goal": [0.3, -0.1]}``) that fixes the parameters of one
+environment. A :class:`TaskFamily` samples tasks (reproducibly, from a caller-supplied generator, with
+disjoint train/test splits where the task set is finite) and builds environments bound to tasks: one
+``gymnasium.Env`` per task for single-task use (SB3, ``gymnasium.make``), and a vector env of T tasks x E
+episodes for the batched sampler.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
+
+Task = dict[str, Any]
+SPLITS = ("train", "test")
+
+
+def as_generator(rng: np.random.Generator | int | np.random.SeedSequence) -> np.random.Generator:
+    """Accept a numpy Generator, a SeedSequence or an int seed; never fall back to the global RNG."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer, np.random.SeedSequence)):
+        return np.random.default_rng(rng)
+    raise TypeError(
+        f"rng must be a numpy.random.Generator, a SeedSequence or an int seed, got {type(rng).__name__}"
+    )
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not allowed; use one of {list(SPLITS)}")
+    return split
+
+
+class TaskFamily(abc.ABC):
+    """Base class of task families.
+
+    Subclasses set ``observation_space``, ``action_space`` and ``max_episode_steps`` (the horizon, also
+    the length of a rollout), and implement :meth:`sample_tasks` and :meth:`make_env`. Families with a
+    cheap batched simulator override :meth:`make_vector_env`; the default builds one environment per
+    sub-env with :meth:`make_env` and steps them in a :class:`EpisodeVectorEnv`.
+    """
+
+    #: registry id, set by :func:`metasgd_rl.make_task_family`
+    id: str | None = None
+    observation_space: gym.Space
+    action_space: gym.Space
+    max_episode_steps: int
+
+    @abc.abstractmethod
+    def sample_tasks(self, n: int, rng: np.random.Generator, split: str = "train") -> list[Task]:
+        """Return ``n`` tasks drawn with ``rng``; ``split="test"`` draws held-out tasks."""
+
+    @abc.abstractmethod
+    def make_env(self, task: Task) -> gym.Env:
+        """One environment bound to ``task``; it ends its episodes within ``max_episode_steps``."""
+
+    def make_vector_env(self, tasks: Sequence[Task], episodes_per_task: int) -> VectorEnv:
+        """A vector env of ``len(tasks) * episodes_per_task`` sub-envs; sub-env i runs ``tasks[i // E]``.
+
+        Each ``reset`` starts exactly one episode per sub-env; finished sub-envs are not reset again
+        until the next ``reset`` (see :class:`EpisodeVectorEnv`).
+        """
+        tasks = list(tasks)
+        episodes_per_task = int(episodes_per_task)
+        if episodes_per_task < 1:
+            raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
+        env_fns = [functools.partial(self.make_env, task) for task in tasks for _ in range(episodes_per_task)]
+        return EpisodeVectorEnv(env_fns)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r})"
+
+
+class EpisodeVectorEnv(VectorEnv):
+    """Synchronous vector env that runs exactly one episode per sub-env between resets.
+
+    Gymnasium's ``SyncVectorEnv`` either autoresets a finished sub-env (a second episode, possibly of
+    the wrong length) or refuses to step it. Meta-RL rollouts want neither: a finished sub-env is frozen,
+    returning its last observation, zero reward and its (sticky) termination/truncation flag, and costs
+    no simulation until the next ``reset``.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.DISABLED}
+
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]]):
+        if len(env_fns) == 0:
+            raise ValueError("EpisodeVectorEnv needs at least one sub-env")
+        self.envs = [fn() for fn in env_fns]
+        self.num_envs = len(self.envs)
+        self.single_observation_space = self.envs[0].observation_space
+        self.single_action_space = self.envs[0].action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._obs = create_empty_array(self.single_observation_space, self.num_envs)
+        self._env_obs: list[Any] = [None] * self.num_envs
+        self._terminated = np.zeros(self.num_envs, dtype=bool)
+        self._truncated = np.zeros(self.num_envs, dtype=bool)
+
+    def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
+        if seed is None or isinstance(seed, (int, np.integer)):
+            seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} sub-envs")
+        infos: dict[str, Any] = {}
+        for i, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):
+            self._env_obs[i], info = env.reset(seed=s, options=options)
+            infos = self._add_info(infos, info, i)
+        self._terminated[:] = False
+        self._truncated[:] = False
+        self._obs = concatenate(self.single_observation_space, self._env_obs, self._obs)
+        return np.copy(self._obs), infos
+
+    def step(self, actions):
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        infos: dict[str, Any] = {}
+        running = np.flatnonzero(~(self._terminated | self._truncated))
+        for i in running:
+            obs, reward, terminated, truncated, info = self.envs[i].step(actions[i])
+            self._env_obs[i] = obs
+            rewards[i] = reward
+            self._terminated[i] = terminated
+            self._truncated[i] = truncated
+            infos = self._add_info(infos, info, i)
+        self._obs = concatenate(self.single_observation_space, self._env_obs, self._obs)
+        return np.copy(self._obs), rewards, self._terminated.copy(), self._truncated.copy(), infos
+
+    def close_extras(self, **kwargs: Any) -> None:
+        for env in self.envs:
+            env.close()

@@ -1,0 +1,162 @@
+"""Registry of task families: explicit registration plus installed packages' entry points.
+
+Third-party packages (and the built-in ``envs`` package) declare families in the entry-point group
+``metasgd_rl.task_families``: the entry point's name is the family id and its value the
+``"module:attr"`` of a :class:`TaskFamily` subclass or factory. Entry points are discovered lazily and
+their modules are imported only when a family is made, so one broken plugin does not break the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, overload
+
+from metasgd_rl.family import TaskFamily
+
+ENTRY_POINT_GROUP = "metasgd_rl.task_families"
+
+EntryPoint = str | Callable[..., TaskFamily]
+
+
+@dataclass
+class FamilySpec:
+    """How to build one registered family: an entry point and default keyword arguments."""
+
+    id: str
+    entry_point: EntryPoint
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    source: str = "register_task_family"
+
+    def same_target(self, other: FamilySpec) -> bool:
+        return _target_name(self.entry_point) == _target_name(other.entry_point) and self.kwargs == other.kwargs
+
+
+class UnknownTaskFamilyError(KeyError):
+    """Raised by :func:`make_task_family` for an id nobody registered."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0])
+
+
+_REGISTRY: dict[str, FamilySpec] = {}
+_PLUGINS_LOADED = False
+
+
+def _target_name(entry_point: EntryPoint) -> str:
+    if isinstance(entry_point, str):
+        return entry_point
+    return f"{entry_point.__module__}:{entry_point.__qualname__}"
+
+
+def _check_id(family_id: str) -> None:
+    if not isinstance(family_id, str) or not family_id.strip():
+        raise ValueError(f"a task family id must be a non-empty string, got {family_id!r}")
+
+
+def _add(spec: FamilySpec) -> None:
+    existing = _REGISTRY.get(spec.id)
+    if existing is not None:
+        if existing.same_target(spec):
+            return  # re-importing a module that registers itself is harmless
+        raise ValueError(
+            f"task family {spec.id!r} is already registered (entry point "
+            f"{_target_name(existing.entry_point)!r}, from {existing.source}); refusing to replace it with "
+            f"{_target_name(spec.entry_point)!r}. Pick another id, e.g. {spec.id.rsplit('-v', 1)[0]}-v1."
+        )
+    _REGISTRY[spec.id] = spec
+
+
+@overload
+def register_task_family(family_id: str, entry_point: EntryPoint, **kwargs: Any) -> None: ...
+@overload
+def register_task_family(family_id: str, entry_point: None = None, **kwargs: Any) -> Callable[[type], type]: ...
+
+
+def register_task_family(family_id: str, entry_point: EntryPoint | None = None, **kwargs: Any):
+    """Register a task family under ``family_id``.
+
+    As a function, ``entry_point`` is ``"pkg.mod:Class"`` (imported lazily) or a callable returning a
+    :class:`TaskFamily`; ``kwargs`` are default constructor arguments. Without ``entry_point`` it is a class
+    decorator: ``@register_task_family("Name-v0")`` on a :class:`TaskFamily` subclass.
+    A duplicate id with a different target is refused.
+    """
+    _check_id(family_id)
+    if entry_point is None:
+
+        def decorator(cls: type) -> type:
+            if not (isinstance(cls, type) and issubclass(cls, TaskFamily)):
+                raise TypeError(
+                    f"@register_task_family({family_id!r}) decorates a TaskFamily subclass, got {cls!r}"
+                )
+            _add(FamilySpec(family_id, cls, dict(kwargs)))
+            return cls
+
+        return decorator
+    if not (isinstance(entry_point, str) or callable(entry_point)):
+        raise TypeError(f"entry_point must be 'module:attr' or a callable, got {entry_point!r}")
+    if isinstance(entry_point, str) and entry_point.count(":") != 1:
+        raise ValueError(f"entry_point {entry_point!r} for {family_id!r} must look like 'package.module:Class'")
+    _add(FamilySpec(family_id, entry_point, dict(kwargs)))
+    return None
+
+
+def _load_plugins() -> None:
+    """Merge the entry points of installed packages into the registry (once)."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        spec = FamilySpec(ep.name, ep.value, {}, source=f"entry point of {ep.dist.name if ep.dist else '?'}")
+        try:
+            _add(spec)
+        except ValueError as err:
+            warnings.warn(f"ignoring conflicting entry point: {err}", stacklevel=2)
+
+
+def list_task_families() -> list[str]:
+    """Ids of all registered families, including those declared by installed packages, sorted."""
+    _load_plugins()
+    return sorted(_REGISTRY)
+
+
+def _resolve(spec: FamilySpec) -> Callable[..., TaskFamily]:
+    if not isinstance(spec.entry_point, str):
+        return spec.entry_point
+    module_name, _, attr = spec.entry_point.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except Exception as err:  # an import error inside a plugin is reported, not swallowed
+        raise ImportError(
+            f"task family {spec.id!r}: could not import entry point {spec.entry_point!r} "
+            f"({type(err).__name__}: {err}). Registered families: {', '.join(list_task_families())}"
+        ) from err
+
+
+def make_task_family(family_id: str, **kwargs: Any) -> TaskFamily:
+    """Build the family registered as ``family_id``; ``kwargs`` override the registered defaults."""
+    _load_plugins()
+    spec = _REGISTRY.get(family_id)
+    if spec is None:
+        import difflib
+
+        close = difflib.get_close_matches(str(family_id), _REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise UnknownTaskFamilyError(
+            f"unknown task family {family_id!r}.{hint} Registered families: "
+            f"{', '.join(sorted(_REGISTRY)) or '(none)'}"
+        )
+    factory = _resolve(spec)
+    family = factory(**{**spec.kwargs, **kwargs})
+    if not isinstance(family, TaskFamily):
+        raise TypeError(
+            f"entry point {_target_name(spec.entry_point)!r} of {family_id!r} returned "
+            f"{type(family).__name__}, not a TaskFamily"
+        )
+    family.id = family_id
+    return family
