@@ -1,14 +1,36 @@
 """metasgd-rl: gradient-based meta-reinforcement learning built around Meta-SGD."""
 
+from metasgd_rl.advantages import compute_advantages
+from metasgd_rl.checks import TaskFamilyCheckError, check_task_family
+from metasgd_rl.estimators import AdvantageConfig, MetaBatch, meta_objective
 from metasgd_rl.family import EpisodeVectorEnv, Task, TaskFamily
+from metasgd_rl.model import MAML, AdaptedPolicy, MetaSGD
+from metasgd_rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, make_policy
 from metasgd_rl.registry import list_task_families, make_task_family, register_task_family
+from metasgd_rl.sampler import EpisodeBatch, sample_episodes
+from metasgd_rl.step_sizes import StepSizes
 
 __all__ = [
+    "MAML",
+    "AdaptedPolicy",
+    "AdvantageConfig",
+    "CategoricalMLPPolicy",
+    "EpisodeBatch",
     "EpisodeVectorEnv",
+    "GaussianMLPPolicy",
+    "MetaBatch",
+    "MetaSGD",
+    "StepSizes",
     "Task",
     "TaskFamily",
+    "TaskFamilyCheckError",
+    "check_task_family",
+    "compute_advantages",
     "list_task_families",
+    "make_policy",
     "make_task_family",
+    "meta_objective",
     "register_task_family",
+    "sample_episodes",
 ]
 __version__ = "0.1.0"

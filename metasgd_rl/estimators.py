@@ -1,0 +1,159 @@
+"""Outer-gradient estimators: surrogates whose gradient w.r.t. θ and α is the meta-gradient.
+
+The meta-objective of a task is F(θ, α) = E_τ[ J(θ'(τ; θ, α)) ]: τ are the pre-update episodes sampled
+with θ, θ' is computed from them by the inner step, and J is the adapted policy's expected return. Its
+gradient has a *pathwise* part, E_τ[∇_θ' J · ∂θ'/∂θ] with τ held fixed, and a *sampling* part,
+E_τ[J(θ') ∇_θ log p(τ | θ)], because θ also chooses which pre-update episodes are seen.
+
+- ``"maml"`` (Finn et al. 2017): REINFORCE inner step, autodiff through it. Pathwise part only: biased
+  (ProMP, Rothfuss et al. 2018, §4).
+- ``"lvc"`` (ProMP's low-variance curvature): the inner step uses π/⊥π · A, whose autodiff Hessian adds
+  the ∇log π ∇log πᵀ A term per step. Biased, low variance; the default.
+- ``"dice"`` (Foerster et al. 2018): the pathwise part plus the sampling part, written with DiCE's magic box
+  of the pre-update episodes' summed log-probabilities (under the parameters that sampled them, so with
+  K inner steps later batches count through θ_1..θ_{K-1}). Unbiased, higher variance. The score term is
+  centred with the leave-one-out mean over the meta-batch's other tasks, which keeps it unbiased.
+
+The post-update surrogate is the same first-order policy-gradient surrogate for all three: only its
+gradient w.r.t. θ' enters the meta-gradient. For α the pathwise part alone is already unbiased when K = 1
+(∂θ'/∂α = -∇L does not involve the sampling distribution), so every estimator learns α correctly there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from metasgd_rl.adaptation import batch_log_probs, inner_step, magic_box, masked_task_mean, pg_surrogate
+from metasgd_rl.advantages import BASELINES, compute_advantages
+from metasgd_rl.family import Task, TaskFamily
+from metasgd_rl.policies import Params, Policy
+from metasgd_rl.sampler import EpisodeBatch, sample_episodes
+from metasgd_rl.step_sizes import StepSizes
+
+ESTIMATORS = ("maml", "lvc", "dice")
+INNER_FORM = {"maml": "score", "lvc": "ratio", "dice": "score"}
+
+
+@dataclass(frozen=True)
+class AdvantageConfig:
+    """How episodes become advantages (see :func:`metasgd_rl.advantages.compute_advantages`)."""
+
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    baseline: str = "linear"
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma={self.gamma} is not allowed; use a number in [0, 1]")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gae_lambda={self.gae_lambda} is not allowed; use a number in [0, 1]")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline={self.baseline!r} is not allowed; use one of {list(BASELINES)}")
+
+    def __call__(self, batch: EpisodeBatch) -> torch.Tensor:
+        return compute_advantages(batch, self.gamma, self.gae_lambda, self.baseline, self.normalize)
+
+
+@dataclass
+class MetaBatch:
+    """Everything one evaluation of the meta-objective produced."""
+
+    loss: torch.Tensor  # scalar surrogate to minimise
+    task_losses: torch.Tensor  # [T], loss = task_losses.mean()
+    pre_batches: list[EpisodeBatch]
+    post_batch: EpisodeBatch
+    adapted_params: Params  # [T, ...], still attached to the graph
+    info: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def pre_return(self) -> float:
+        return float(self.pre_batches[0].mean_returns().mean())
+
+    @property
+    def post_return(self) -> float:
+        return float(self.post_batch.mean_returns().mean())
+
+
+def leave_one_out_mean(x: torch.Tensor) -> torch.Tensor:
+    """For each entry, the mean of the others (0 when there is only one)."""
+    n = x.shape[0]
+    if n == 1:
+        return torch.zeros_like(x)
+    return (x.sum() - x) / (n - 1)
+
+
+Sampler = Callable[[Params, int], EpisodeBatch]
+"""``sample(params, k)``: episodes of every task with per-task ``params``; k = 0..K (K: post-update)."""
+
+
+def meta_objective(
+    policy: Policy,
+    step_sizes: StepSizes,
+    sample: Sampler,
+    num_tasks: int,
+    *,
+    inner_steps: int,
+    estimator: str,
+    advantages: AdvantageConfig,
+    first_order: bool,
+) -> MetaBatch:
+    """Sample, adapt every task, sample again, and build the estimator's surrogate (differentiable).
+
+    ``sample`` is called with detached-or-not per-task parameters (it must not differentiate through
+    them); tests pass a replay of fixed batches to make the surrogate a deterministic function of θ, α.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator={estimator!r} is not allowed; use one of {list(ESTIMATORS)}")
+    params = policy.task_parameters(num_tasks)
+    sampling_log_prob = None
+    pre_batches = []
+    for k in range(inner_steps):
+        batch = sample(params, k)
+        if estimator == "dice":
+            step_log_prob = batch_log_probs(policy, params, batch).sum(dim=(0, 2))
+            sampling_log_prob = step_log_prob if sampling_log_prob is None else sampling_log_prob + step_log_prob
+        params = inner_step(
+            policy, params, step_sizes.for_step(k), batch, advantages(batch),
+            form=INNER_FORM[estimator], create_graph=not first_order,
+        )
+        pre_batches.append(batch)
+    post = sample(params, inner_steps)
+    post_form = "score" if estimator == "maml" else "ratio"
+    surrogate = pg_surrogate(batch_log_probs(policy, params, post), advantages(post), post.mask, post_form)
+    if sampling_log_prob is not None:
+        post_value = masked_task_mean(post.rewards, post.mask)  # the post objective's own scale
+        centred = (post_value - leave_one_out_mean(post_value)).detach()
+        surrogate = surrogate + (magic_box(sampling_log_prob) - 1.0) * centred
+    task_losses = -surrogate
+    return MetaBatch(
+        loss=task_losses.mean(),
+        task_losses=task_losses,
+        pre_batches=pre_batches,
+        post_batch=post,
+        adapted_params=params,
+    )
+
+
+def rollout_sampler(
+    family: TaskFamily,
+    policy: Policy,
+    tasks: Sequence[Task],
+    episodes_per_task: int,
+    inner_steps: int,
+    seed: int | np.random.SeedSequence,
+    device: torch.device | str = "cpu",
+) -> Sampler:
+    """The real sampler: rollouts in the family's vector env, one seed stream per inner step."""
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
+    seeds = ss.spawn(inner_steps + 1)
+    tasks = list(tasks)
+
+    def sample(params: Params, k: int) -> EpisodeBatch:
+        return sample_episodes(family, policy, params, tasks, episodes_per_task, seeds[k], device)
+
+    return sample

@@ -1,0 +1,252 @@
+"""The user-facing model: Meta-SGD (and MAML as its fixed-scalar-α special case)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from metasgd_rl.adaptation import inner_step
+from metasgd_rl.estimators import (
+    ESTIMATORS,
+    INNER_FORM,
+    AdvantageConfig,
+    MetaBatch,
+    meta_objective,
+    rollout_sampler,
+)
+from metasgd_rl.family import Task, TaskFamily
+from metasgd_rl.policies import Policy, make_policy, observation_features
+from metasgd_rl.registry import make_task_family
+from metasgd_rl.sampler import sample_episodes
+from metasgd_rl.step_sizes import StepSizes
+
+OUTER_OPTIMIZERS = ("adam",)  # "trpo" and "ppo" come with the training issue
+DEFAULT_POLICY_KWARGS: dict[str, Any] = dict(
+    hidden_sizes=(100, 100), activation="relu", init_std=1.0, learn_std=True
+)
+
+# Streams of the seed tree (spawn keys under the model's seed).
+_POLICY_INIT, _TRAIN_TASKS, _TRAIN_ROLLOUTS, _META_LOSS, _ADAPT = range(5)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}={value!r} is not allowed; use an integer >= 1")
+    return int(value)
+
+
+def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; use one of {list(allowed)}")
+    return value
+
+
+class AdaptedPolicy:
+    """A policy adapted to one task; ``predict`` follows SB3 so ``evaluate_policy`` accepts it."""
+
+    def __init__(self, policy: Policy, params: dict[str, torch.Tensor], observation_space: gym.Space,
+                 action_space: gym.Space, device: torch.device | str = "cpu"):
+        self.policy, self.params = policy, params
+        self.observation_space, self.action_space, self.device = observation_space, action_space, device
+
+    @torch.no_grad()
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[np.ndarray, None]:
+        """Action(s) for one observation or a batch of them, clipped to a ``Box`` action space."""
+        obs = torch.as_tensor(np.asarray(observation), device=self.device)
+        single = obs.shape == self.observation_space.shape
+        obs = observation_features(self.observation_space, obs.reshape(-1, *self.observation_space.shape))
+        action = self.policy.sample(obs, self.params, generator, deterministic).cpu().numpy()
+        if isinstance(self.action_space, gym.spaces.Box):
+            action = np.clip(action, self.action_space.low, self.action_space.high)
+        return (action[0] if single else action), None
+
+
+class MetaSGD:
+    """Meta-SGD for RL: meta-learns the policy initialisation θ and per-parameter step sizes α.
+
+    See ``DESIGN.md`` for the meaning of every argument. ``outer_kwargs`` go to the outer optimiser
+    (Adam: ``lr``, default 1e-3).
+    """
+
+    def __init__(
+        self,
+        family: str | TaskFamily = "Navigation2D-v0",
+        policy_kwargs: Mapping[str, Any] | None = None,
+        meta_batch_size: int = 20,
+        episodes_per_task: int = 20,
+        inner_steps: int = 1,
+        alpha_init: float = 0.1,
+        alpha_granularity: str = "element",
+        alpha_per_step: bool = False,
+        learn_alpha: bool = True,
+        first_order: bool = False,
+        estimator: str = "lvc",
+        outer: str = "adam",
+        outer_kwargs: Mapping[str, Any] | None = None,
+        baseline: str = "linear",
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        normalize_advantages: bool = True,
+        seed: int = 0,
+        device: str = "cpu",
+    ):
+        self.family = make_task_family(family) if isinstance(family, str) else family
+        if not isinstance(self.family, TaskFamily):
+            raise TypeError(f"family must be a registered id or a TaskFamily, got {type(family).__name__}")
+        unknown = set(policy_kwargs or {}) - set(DEFAULT_POLICY_KWARGS)
+        if unknown:
+            raise ValueError(
+                f"policy_kwargs has unknown keys {sorted(unknown)}; allowed: {sorted(DEFAULT_POLICY_KWARGS)}"
+            )
+        self.policy_kwargs = {**DEFAULT_POLICY_KWARGS, **(policy_kwargs or {})}
+        self.meta_batch_size = _positive_int("meta_batch_size", meta_batch_size)
+        self.episodes_per_task = _positive_int("episodes_per_task", episodes_per_task)
+        self.inner_steps = _positive_int("inner_steps", inner_steps)
+        self.estimator = _choice("estimator", estimator, ESTIMATORS)
+        if outer in ("trpo", "ppo"):
+            raise NotImplementedError(f"outer={outer!r} is not implemented yet; use outer='adam'")
+        self.outer = _choice("outer", outer, OUTER_OPTIMIZERS)
+        self.outer_kwargs = {"lr": 1e-3, **(outer_kwargs or {})}
+        self.advantages = AdvantageConfig(float(gamma), float(gae_lambda), baseline, bool(normalize_advantages))
+        self.first_order, self.learn_alpha = bool(first_order), bool(learn_alpha)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed={seed!r} is not allowed; use a non-negative integer")
+        self.seed, self.device = int(seed), torch.device(device)
+
+        init_gen = torch.Generator().manual_seed(self._stream(_POLICY_INIT))
+        self.policy = make_policy(
+            self.family.observation_space, self.family.action_space, generator=init_gen, **self.policy_kwargs
+        ).to(self.device)
+        shapes = {n: p.shape for n, p in self.policy.adaptable_parameters().items()}
+        self.step_sizes = StepSizes(
+            shapes, float(alpha_init), alpha_granularity, self.learn_alpha, alpha_per_step, self.inner_steps
+        ).to(self.device)
+        params = list(self.policy.adaptable_parameters().values())
+        if self.learn_alpha:
+            params += list(self.step_sizes.parameters())
+        self.optimizer = torch.optim.Adam(params, **self.outer_kwargs)
+        self.iteration = 0
+        self._meta_loss_calls = 0
+
+    # -- seeding ---------------------------------------------------------------------------------
+    def _seed_sequence(self, stream: int, *index: int) -> np.random.SeedSequence:
+        return np.random.SeedSequence(self.seed, spawn_key=(stream, *index))
+
+    def _stream(self, stream: int, *index: int) -> int:
+        return int(self._seed_sequence(stream, *index).generate_state(1, np.uint64)[0] >> 1)
+
+    # -- meta-objective --------------------------------------------------------------------------
+    def meta_objective(self, tasks: Sequence[Task], seed: int | np.random.SeedSequence) -> MetaBatch:
+        """The estimator's surrogate on ``tasks`` plus the batches it came from."""
+        sample = rollout_sampler(
+            self.family, self.policy, tasks, self.episodes_per_task, self.inner_steps, seed, self.device
+        )
+        return meta_objective(
+            self.policy, self.step_sizes, sample, len(tasks), inner_steps=self.inner_steps,
+            estimator=self.estimator, advantages=self.advantages, first_order=self.first_order,
+        )
+
+    def meta_loss(self, tasks: Sequence[Task], seed: int | None = None) -> torch.Tensor:
+        """Differentiable surrogate (to minimise) of the meta-objective on ``tasks``.
+
+        ``.backward()`` leaves the estimator's meta-gradient in ``policy`` and ``step_sizes`` ``.grad``.
+        Without ``seed``, successive calls use successive streams of the model's seed.
+        """
+        if seed is None:
+            ss = self._seed_sequence(_META_LOSS, self._meta_loss_calls)
+            self._meta_loss_calls += 1
+        else:
+            ss = np.random.SeedSequence(int(seed))
+        return self.meta_objective(tasks, ss).loss
+
+    # -- training --------------------------------------------------------------------------------
+    def sample_train_tasks(self, iteration: int) -> list[Task]:
+        rng = np.random.default_rng(self._seed_sequence(_TRAIN_TASKS, iteration))
+        return self.family.sample_tasks(self.meta_batch_size, rng, split="train")
+
+    def train_step(self) -> dict[str, Any]:
+        """One meta-iteration: sample tasks, build the meta-loss, update θ and α."""
+        start = time.perf_counter()
+        tasks = self.sample_train_tasks(self.iteration)
+        batch = self.meta_objective(tasks, self._seed_sequence(_TRAIN_ROLLOUTS, self.iteration))
+        self.optimizer.zero_grad(set_to_none=True)
+        batch.loss.backward()
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        finite = all(bool(torch.isfinite(g).all()) for g in grads) and math.isfinite(batch.loss.item())
+        if finite:
+            self.optimizer.step()
+        self.iteration += 1
+        return {
+            "iteration": self.iteration,
+            "loss": batch.loss.item(),
+            "pre_return": batch.pre_return,
+            "post_return": batch.post_return,
+            "update_rejected": not finite,
+            "seconds": time.perf_counter() - start,
+            "tasks": tasks,
+        }
+
+    def learn(
+        self,
+        iterations: int,
+        callback: Callable[[dict[str, Any]], bool | None] | None = None,
+        progress_bar: bool = True,
+    ) -> MetaSGD:
+        """Run ``iterations`` meta-iterations. ``callback(info)`` returning ``False`` stops training."""
+        from tqdm.auto import tqdm
+
+        iterations = _positive_int("iterations", iterations)
+        bar = tqdm(total=iterations, disable=not progress_bar, desc=type(self).__name__)
+        try:
+            for _ in range(iterations):
+                info = self.train_step()
+                bar.set_postfix(pre=f"{info['pre_return']:.2f}", post=f"{info['post_return']:.2f}",
+                                s_it=f"{info['seconds']:.2f}")
+                bar.update()
+                if callback is not None and callback(info) is False:
+                    break
+        finally:
+            bar.close()
+        return self
+
+    # -- adaptation ------------------------------------------------------------------------------
+    def adapt(self, task: Task, steps: int | None = None, episodes: int | None = None,
+              seed: int | None = None) -> AdaptedPolicy:
+        """Adapt to ``task`` with ``steps`` inner steps of ``episodes`` episodes each (default: training's)."""
+        steps = self.inner_steps if steps is None else int(steps)
+        if steps < 0:
+            raise ValueError(f"steps={steps} is not allowed; use an integer >= 0")
+        episodes = _positive_int("episodes", self.episodes_per_task if episodes is None else episodes)
+        ss = self._seed_sequence(_ADAPT) if seed is None else np.random.SeedSequence(int(seed))
+        params = self.policy.task_parameters(1)
+        for k, step_seed in enumerate(ss.spawn(steps)):
+            batch = sample_episodes(self.family, self.policy, params, [task], episodes, step_seed, self.device)
+            params = inner_step(self.policy, params, self.step_sizes.for_step(k), batch, self.advantages(batch),
+                                form=INNER_FORM[self.estimator], create_graph=False)
+            params = {n: p.detach().requires_grad_() for n, p in params.items()}
+        return AdaptedPolicy(self.policy, {n: p[0].detach() for n, p in params.items()},
+                             self.family.observation_space, self.family.action_space, self.device)
+
+
+class MAML(MetaSGD):
+    """MAML (Finn et al. 2017): the same model with one fixed scalar step size α."""
+
+    def __init__(self, family: str | TaskFamily = "Navigation2D-v0", **kwargs: Any):
+        for key, fixed in (("alpha_granularity", "scalar"), ("learn_alpha", False)):
+            if key in kwargs and kwargs[key] != fixed:
+                raise ValueError(f"MAML uses a fixed scalar α: {key}={kwargs[key]!r} is not allowed; use MetaSGD")
+        kwargs.update(alpha_granularity="scalar", learn_alpha=False)
+        super().__init__(family, **kwargs)

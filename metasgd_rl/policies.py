@@ -1,0 +1,262 @@
+"""Policies that evaluate one parameter set per task in a single batched call.
+
+A policy is an ``nn.Module`` that owns the meta-learned initialisation θ, but its forward pass is
+functional: it takes the parameters as a dict. Parameters either have their usual shapes (one policy for
+all inputs) or carry a leading task axis ``[T, ...]`` (task t's inputs use parameter set t), which is how
+adapted policies θ'_t of a whole meta-batch are evaluated at once: linear layers become batched matmuls
+(``torch.baddbmm``) instead of a Python loop over tasks.
+
+Observations passed with task-batched parameters have shape ``[T, N, obs_dim]`` (or ``[T, ..., obs_dim]``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import gymnasium as gym
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Params = dict[str, torch.Tensor]
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "elu": F.elu,
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "leaky_relu": F.leaky_relu,
+}
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T + bias`` for shared (``weight [out, in]``) or per-task (``weight [T, out, in]``) layers."""
+    if weight.dim() == 2:
+        return F.linear(x, weight, bias)
+    tasks = weight.shape[0]
+    if x.shape[0] != tasks:
+        raise ValueError(f"inputs have {x.shape[0]} tasks on their leading axis, parameters have {tasks}")
+    flat = x.reshape(tasks, -1, x.shape[-1])
+    out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+    return out.reshape(*x.shape[:-1], weight.shape[1])
+
+
+def _task_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape per-task ``t [T, k]`` so it broadcasts against ``like [T, ..., k]``."""
+    return t.reshape(t.shape[0], *([1] * (like.dim() - 2)), t.shape[-1])
+
+
+class MLPPolicy(nn.Module):
+    """Shared MLP trunk; subclasses turn its output into an action distribution."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        out_dim: int,
+        hidden_sizes: Sequence[int] = (100, 100),
+        activation: str = "relu",
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not allowed; use one of {sorted(ACTIVATIONS)}")
+        hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        if any(h < 1 for h in hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive integers, got {hidden_sizes}")
+        self.obs_dim, self.out_dim = int(obs_dim), int(out_dim)
+        self.hidden_sizes, self.activation = hidden_sizes, activation
+        sizes = (self.obs_dim, *hidden_sizes, self.out_dim)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        with torch.no_grad():
+            for i, layer in enumerate(self.layers):
+                bound = 1.0 / math.sqrt(layer.in_features)
+                nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+                if i == len(self.layers) - 1:  # small outputs: the initial policy is near its prior
+                    layer.weight.mul_(0.01)
+                    layer.bias.zero_()
+
+    def adaptable_parameters(self) -> Params:
+        """θ: the learnable tensors the inner loop adapts (and α mirrors), by name."""
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def task_parameters(self, num_tasks: int) -> Params:
+        """θ broadcast to ``[num_tasks, ...]`` (a view: every task's gradient flows back into θ)."""
+        return {n: p.unsqueeze(0).expand(num_tasks, *p.shape) for n, p in self.adaptable_parameters().items()}
+
+    def _trunk(self, obs: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        act = ACTIVATIONS[self.activation]
+        x = obs
+        last = len(self.layers) - 1
+        for i in range(len(self.layers)):
+            x = linear(x, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"])
+            if i < last:
+                x = act(x)
+        return x
+
+    def _full(self, params: Mapping[str, torch.Tensor] | None) -> Mapping[str, torch.Tensor]:
+        """Complete ``params`` with the module's non-adapted tensors (fixed log-std, buffers)."""
+        if params is None:
+            return dict(self.named_parameters()) | dict(self.named_buffers())
+        missing = {n: t for n, t in (*self.named_parameters(), *self.named_buffers()) if n not in params}
+        return {**missing, **params} if missing else params
+
+
+class GaussianMLPPolicy(MLPPolicy):
+    """Diagonal Gaussian with an MLP mean and a state-independent log-std (learnable or fixed)."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int] = (100, 100),
+        activation: str = "relu",
+        init_std: float = 1.0,
+        learn_std: bool = True,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__(obs_dim, act_dim, hidden_sizes, activation, generator)
+        if not (math.isfinite(init_std) and init_std > 0):
+            raise ValueError(f"init_std must be a positive finite number, got {init_std}")
+        log_std = torch.full((act_dim,), math.log(init_std))
+        if learn_std:
+            self.log_std = nn.Parameter(log_std)
+        else:
+            self.register_buffer("log_std", log_std)
+        self.init_std, self.learn_std = float(init_std), bool(learn_std)
+
+    def distribution_params(
+        self, obs: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean ``[..., act_dim]`` and log-std broadcastable to it."""
+        p = self._full(params)
+        mean = self._trunk(obs, p)
+        log_std = p["log_std"]
+        if log_std.dim() == 2:  # per-task log-std [T, act_dim]
+            log_std = _task_view(log_std, mean)
+        return mean, log_std
+
+    def log_prob(
+        self, obs: torch.Tensor, actions: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        mean, log_std = self.distribution_params(obs, params)
+        z = (actions - mean) * torch.exp(-log_std)
+        return (-0.5 * z.pow(2) - log_std - _LOG_SQRT_2PI).sum(-1)
+
+    def sample(
+        self,
+        obs: torch.Tensor,
+        params: Mapping[str, torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
+    ) -> torch.Tensor:
+        mean, log_std = self.distribution_params(obs, params)
+        if deterministic:
+            return mean
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return mean + torch.exp(log_std) * noise
+
+    def kl(
+        self, obs: torch.Tensor, params_p: Mapping[str, torch.Tensor], params_q: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """KL(π_p || π_q) per observation."""
+        mp, lp = self.distribution_params(obs, params_p)
+        mq, lq = self.distribution_params(obs, params_q)
+        var_ratio = torch.exp(2 * (lp - lq))
+        return (0.5 * (var_ratio + ((mp - mq) * torch.exp(-lq)).pow(2) - 1) - (lp - lq)).sum(-1)
+
+    def entropy(self, obs: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        mean, log_std = self.distribution_params(obs, params)
+        return (log_std + 0.5 + _LOG_SQRT_2PI).expand_as(mean).sum(-1)
+
+
+class CategoricalMLPPolicy(MLPPolicy):
+    """Categorical distribution over ``n_actions`` with MLP logits."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        n_actions: int,
+        hidden_sizes: Sequence[int] = (100, 100),
+        activation: str = "relu",
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__(obs_dim, n_actions, hidden_sizes, activation, generator)
+        self.n_actions = int(n_actions)
+
+    def distribution_params(
+        self, obs: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Log-probabilities ``[..., n_actions]``."""
+        return torch.log_softmax(self._trunk(obs, self._full(params)), dim=-1)
+
+    def log_prob(
+        self, obs: torch.Tensor, actions: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        logp = self.distribution_params(obs, params)
+        return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+    def sample(
+        self,
+        obs: torch.Tensor,
+        params: Mapping[str, torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
+    ) -> torch.Tensor:
+        logp = self.distribution_params(obs, params)
+        if deterministic:
+            return logp.argmax(-1)
+        flat = logp.reshape(-1, self.n_actions).exp()
+        return torch.multinomial(flat, 1, generator=generator).reshape(logp.shape[:-1])
+
+    def kl(
+        self, obs: torch.Tensor, params_p: Mapping[str, torch.Tensor], params_q: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        lp = self.distribution_params(obs, params_p)
+        lq = self.distribution_params(obs, params_q)
+        return (lp.exp() * (lp - lq)).sum(-1)
+
+    def entropy(self, obs: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        logp = self.distribution_params(obs, params)
+        return -(logp.exp() * logp).sum(-1)
+
+
+Policy = GaussianMLPPolicy | CategoricalMLPPolicy
+
+
+def observation_features(space: gym.Space, obs: torch.Tensor) -> torch.Tensor:
+    """Policy inputs for raw observations: one-hot for ``Discrete``, flattened float otherwise."""
+    if isinstance(space, gym.spaces.Discrete):
+        return F.one_hot((obs.long() - int(space.start)), int(space.n)).float()
+    return obs.float()
+
+
+def make_policy(
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    *,
+    hidden_sizes: Sequence[int] = (100, 100),
+    activation: str = "relu",
+    init_std: float = 1.0,
+    learn_std: bool = True,
+    generator: torch.Generator | None = None,
+) -> Policy:
+    """The policy class that fits the action space: Gaussian for ``Box``, categorical for ``Discrete``."""
+    if isinstance(observation_space, gym.spaces.Discrete):
+        obs_dim = int(observation_space.n)
+    elif isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1:
+        obs_dim = int(observation_space.shape[0])
+    else:
+        raise ValueError(f"observation space {observation_space} is not supported: use a 1-D Box or Discrete")
+    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        return GaussianMLPPolicy(
+            obs_dim, int(action_space.shape[0]), hidden_sizes, activation, init_std, learn_std, generator
+        )
+    if isinstance(action_space, gym.spaces.Discrete):
+        if int(action_space.start) != 0:
+            raise ValueError(f"Discrete action spaces must start at 0, got {action_space}")
+        return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden_sizes, activation, generator)
+    raise ValueError(f"action space {action_space} is not supported: use a 1-D Box or Discrete")

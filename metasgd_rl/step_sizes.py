@@ -1,0 +1,82 @@
+"""Inner-loop step sizes α: Meta-SGD's per-parameter tensor, or coarser tyings of it.
+
+``granularity``:
+- ``"element"``: one α per element of θ (Meta-SGD, Li et al. 2017);
+- ``"tensor"``: one α per parameter tensor (per layer weight / bias);
+- ``"scalar"``: one α shared by all parameters (MAML's step size, when not learned).
+
+α is unconstrained in sign: Meta-SGD learns the update direction as well as its size. With
+``per_step=True`` each of the ``num_steps`` inner steps has its own α; asking for a later step (more inner
+steps at test time than in training) reuses the last one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+GRANULARITIES = ("element", "tensor", "scalar")
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")  # ParameterDict keys may not contain dots
+
+
+class StepSizes(nn.Module):
+    """α for each adapted parameter of a policy, learnable or fixed."""
+
+    def __init__(
+        self,
+        param_shapes: Mapping[str, torch.Size | tuple[int, ...]],
+        alpha_init: float = 0.1,
+        granularity: str = "element",
+        learnable: bool = True,
+        per_step: bool = False,
+        num_steps: int = 1,
+    ):
+        super().__init__()
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"alpha_granularity={granularity!r} is not allowed; use one of {list(GRANULARITIES)}")
+        if not math.isfinite(float(alpha_init)):
+            raise ValueError(f"alpha_init must be a finite number, got {alpha_init}")
+        if int(num_steps) < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        self.names = list(param_shapes)
+        self.shapes = {n: tuple(s) for n, s in param_shapes.items()}
+        self.granularity, self.learnable = granularity, bool(learnable)
+        self.per_step, self.num_steps = bool(per_step), int(num_steps) if per_step else 1
+        lead = (self.num_steps,)
+        if granularity == "scalar":
+            tensors = {"all": torch.full(lead, float(alpha_init))}
+        elif granularity == "tensor":
+            tensors = {_key(n): torch.full(lead, float(alpha_init)) for n in self.names}
+        else:
+            tensors = {_key(n): torch.full(lead + self.shapes[n], float(alpha_init)) for n in self.names}
+        if self.learnable:
+            self.alphas = nn.ParameterDict({k: nn.Parameter(v) for k, v in tensors.items()})
+        else:
+            self.alphas = nn.ParameterDict({k: nn.Parameter(v, requires_grad=False) for k, v in tensors.items()})
+
+    def for_step(self, step: int = 0) -> dict[str, torch.Tensor]:
+        """α of inner step ``step`` for each parameter name, shaped to broadcast against ``[T, *shape]``."""
+        k = min(int(step), self.num_steps - 1)
+        out = {}
+        for n in self.names:
+            shape = self.shapes[n]
+            if self.granularity == "scalar":
+                out[n] = self.alphas["all"][k].reshape((1,) * (len(shape) + 1))
+            elif self.granularity == "tensor":
+                out[n] = self.alphas[_key(n)][k].reshape((1,) * (len(shape) + 1))
+            else:
+                out[n] = self.alphas[_key(n)][k].unsqueeze(0)
+        return out
+
+    def summary(self) -> dict[str, float]:
+        """Mean α per parameter (for logs)."""
+        return {n: a.detach().mean().item() for n, a in self.for_step(0).items()}
+
+    def extra_repr(self) -> str:
+        return f"granularity={self.granularity!r}, learnable={self.learnable}, num_steps={self.num_steps}"
