@@ -143,8 +143,12 @@ class Navigation2DFamily(TaskFamily):
         self.max_episode_steps = int(max_episode_steps)
 
     def sample_tasks(self, n: int, rng: np.random.Generator, split: str = "train") -> list[Task]:
-        check_split(split)  # a continuous family: both splits share the distribution, never a task
-        goals = as_generator(rng).uniform(LOW, HIGH, size=(int(n), 2))
+        rng = as_generator(rng)
+        if check_split(split) == "test":
+            # a continuous family: both splits share the distribution, never a task. The same seed must not
+            # give the training goals back as held-out ones, so test goals come from a stream seeded by rng.
+            rng = np.random.default_rng(int(rng.integers(2**63)))
+        goals = rng.uniform(LOW, HIGH, size=(int(n), 2))
         return [{"goal": [float(g) for g in goal]} for goal in goals]
 
     def make_env(self, task: Task) -> gym.Env:
@@ -169,7 +173,8 @@ class Navigation2DRandomStartFamily(Navigation2DFamily):
 
 def _register_gymnasium_ids() -> None:
     """Expose the single-task envs to ``gymnasium.make("envs:metasgd_rl/Navigation2D-v0", goal=...)``."""
-    for env_id, random_start in (("metasgd_rl/Navigation2D-v0", False), ("metasgd_rl/Navigation2D-RandomStart-v0", True)):
+    ids = {"metasgd_rl/Navigation2D-v0": False, "metasgd_rl/Navigation2D-RandomStart-v0": True}
+    for env_id, random_start in ids.items():
         if env_id not in gym.registry:
             gym.register(
                 env_id,

@@ -19,6 +19,7 @@ from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import concatenate, create_empty_array, iterate
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from metasgd_rl.family import SPLITS, Task, TaskFamily
 
@@ -170,13 +171,6 @@ def _run_checker(name: str, checker: str, check: Callable[[gym.Env], None], env:
         env.close()
 
 
-def _sb3_check(env: gym.Env) -> None:
-    # imported here: SB3 pulls in torch, which ``import metasgd_rl`` should not pay for a check it may not run
-    from stable_baselines3.common.env_checker import check_env
-
-    check_env(env, warn=False)
-
-
 def _check_make_env(family: TaskFamily, name: str, task: Task) -> None:
     """Each checker gets a fresh env: both step it, and gymnasium's also closes it."""
     _run_checker(
@@ -185,7 +179,12 @@ def _check_make_env(family: TaskFamily, name: str, task: Task) -> None:
         lambda env: gymnasium_check_env(env.unwrapped or env, skip_render_check=True),
         _make_env(family, name, task),
     )
-    _run_checker(name, "stable-baselines3's env checker", _sb3_check, _make_env(family, name, task))
+    _run_checker(
+        name,
+        "stable-baselines3's env checker",
+        lambda env: sb3_check_env(env, warn=False),
+        _make_env(family, name, task),
+    )
 
 
 def _seeded_action_space(family: TaskFamily, seed: int) -> spaces.Space:

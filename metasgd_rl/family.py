@@ -17,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 Task = dict[str, Any]
 SPLITS = ("train", "test")
@@ -125,6 +125,7 @@ class EpisodeVectorEnv(VectorEnv):
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         infos: dict[str, Any] = {}
         running = np.flatnonzero(~(self._terminated | self._truncated))
+        actions = list(iterate(self.action_space, actions))  # not actions[i]: Dict/Tuple spaces batch by key
         for i in running:
             obs, reward, terminated, truncated, info = self.envs[i].step(actions[i])
             self._env_obs[i] = obs
