@@ -16,7 +16,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 Task = dict[str, Any]
@@ -46,11 +46,14 @@ class TaskFamily(abc.ABC):
     Subclasses set ``observation_space``, ``action_space`` and ``max_episode_steps`` (the horizon, also
     the length of a rollout), and implement :meth:`sample_tasks` and :meth:`make_env`. Families with a
     cheap batched simulator override :meth:`make_vector_env`; the default builds one environment per
-    sub-env with :meth:`make_env` and steps them in a :class:`EpisodeVectorEnv`.
+    sub-env with :meth:`make_env` and steps them in a :class:`EpisodeVectorEnv` (or, with
+    ``asynchronous = True``, in worker processes through gymnasium's ``AsyncVectorEnv``).
     """
 
     #: registry id, set by :func:`metasgd_rl.make_task_family`
     id: str | None = None
+    #: step the generic vector env's sub-envs in worker processes (pays off for slow simulators on many cores)
+    asynchronous: bool = False
     observation_space: gym.Space
     action_space: gym.Space
     max_episode_steps: int
@@ -66,18 +69,45 @@ class TaskFamily(abc.ABC):
     def make_vector_env(self, tasks: Sequence[Task], episodes_per_task: int) -> VectorEnv:
         """A vector env of ``len(tasks) * episodes_per_task`` sub-envs; sub-env i runs ``tasks[i // E]``.
 
-        Each ``reset`` starts exactly one episode per sub-env; finished sub-envs are not reset again
-        until the next ``reset`` (see :class:`EpisodeVectorEnv`).
+        Each ``reset`` starts exactly one episode per sub-env; finished sub-envs are frozen (last
+        observation, zero reward, sticky done flag) until the next ``reset``: no autoreset into a second
+        episode. Sub-env i is reset with ``seed + i``.
         """
         tasks = list(tasks)
         episodes_per_task = int(episodes_per_task)
         if episodes_per_task < 1:
             raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
+        if self.asynchronous:
+            env_fns = [functools.partial(_single_episode_env, self.make_env, task)
+                       for task in tasks for _ in range(episodes_per_task)]
+            return AsyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.DISABLED)
         env_fns = [functools.partial(self.make_env, task) for task in tasks for _ in range(episodes_per_task)]
         return EpisodeVectorEnv(env_fns)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r})"
+
+
+class SingleEpisode(gym.Wrapper):
+    """Freezes an env once its episode ends: later steps return the last observation, reward 0 and the
+    same done flags without stepping the simulator, until the next ``reset``."""
+
+    def reset(self, **kwargs: Any):
+        self._final: tuple | None = None
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        if getattr(self, "_final", None) is not None:
+            obs, terminated, truncated = self._final
+            return obs, 0.0, terminated, truncated, {}
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            self._final = (obs, terminated, truncated)
+        return obs, reward, terminated, truncated, info
+
+
+def _single_episode_env(make_env: Callable[[Task], gym.Env], task: Task) -> gym.Env:
+    return SingleEpisode(make_env(task))
 
 
 class EpisodeVectorEnv(VectorEnv):

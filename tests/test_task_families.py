@@ -462,3 +462,23 @@ def test_sb3_check_env_accepts_family_envs(family_cls):
     family = family_cls()
     task = family.sample_tasks(1, np.random.default_rng(0))[0]
     sb3_check_env(family.make_env(task), warn=False)
+
+
+def test_asynchronous_generic_vector_env_also_runs_exactly_one_episode():
+    family = CounterFamily()
+    family.asynchronous = True
+    venv = family.make_vector_env(COUNTER_TASKS, 2)
+    try:
+        assert not isinstance(venv, EpisodeVectorEnv) and venv.num_envs == 6
+        lengths = np.array([COUNTER_TASKS[i // 2]["length"] for i in range(6)])
+        task_rewards = np.array([COUNTER_TASKS[i // 2]["reward"] for i in range(6)])
+        steps = np.arange(1, 8)[:, None]
+        for _ in range(2):
+            venv.reset(seed=7)
+            rewards, terminated, truncated = _run_counter_episode(venv, 7)
+            np.testing.assert_array_equal(rewards, np.where(steps <= lengths, task_rewards, 0.0))
+            np.testing.assert_array_equal(terminated, steps >= lengths)
+            assert not truncated.any()
+    finally:
+        venv.close()
+    msr.check_task_family(family)
