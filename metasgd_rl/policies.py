@@ -12,6 +12,7 @@ Observations passed with task-batched parameters have shape ``[T, N, obs_dim]`` 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 
 import gymnasium as gym
@@ -63,9 +64,13 @@ class MLPPolicy(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation={activation!r} is not allowed; use one of {sorted(ACTIVATIONS)}")
+        if isinstance(hidden_sizes, (str, bytes)) or not isinstance(hidden_sizes, Sequence) or any(
+            isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1 for h in hidden_sizes
+        ):
+            raise ValueError(
+                f"hidden_sizes={hidden_sizes!r} is not allowed; use a sequence of positive integers, e.g. (100, 100)"
+            )
         hidden_sizes = tuple(int(h) for h in hidden_sizes)
-        if any(h < 1 for h in hidden_sizes):
-            raise ValueError(f"hidden_sizes must be positive integers, got {hidden_sizes}")
         self.obs_dim, self.out_dim = int(obs_dim), int(out_dim)
         self.hidden_sizes, self.activation = hidden_sizes, activation
         sizes = (self.obs_dim, *hidden_sizes, self.out_dim)
