@@ -199,7 +199,11 @@ def _flat(space: spaces.Space, x: Any) -> np.ndarray:
 
 
 def _rollout(family: TaskFamily, name: str, task: Task, seed: int, steps: int) -> list[tuple]:
-    """``(obs, reward, terminated, truncated)`` of a fresh env, from reset to the end or ``steps`` steps."""
+    """``(obs, reward, terminated, truncated)`` of a fresh env over ``steps`` steps.
+
+    Only the first reset is seeded; an episode that ends early is followed by another (so that short
+    episodes, e.g. one-step bandits, still give enough steps to tell tasks apart).
+    """
     actions = _seeded_action_space(family, seed)
     env = _make_env(family, name, task)
     try:
@@ -209,7 +213,8 @@ def _rollout(family: TaskFamily, name: str, task: Task, seed: int, steps: int) -
             obs, reward, terminated, truncated, _ = env.step(actions.sample())
             transitions.append((_flat(family.observation_space, obs), float(reward), terminated, truncated))
             if terminated or truncated:
-                break
+                obs, _ = env.reset()
+                transitions.append((_flat(family.observation_space, obs), 0.0, False, False))
         return transitions
     finally:
         env.close()
@@ -291,7 +296,7 @@ def _compare_vector_with_singles(
         )
 
     vobs, _ = venv.reset(seed=seed)
-    for i, (env, sub_obs) in enumerate(zip(envs, iterate(venv.single_observation_space, vobs), strict=True)):
+    for i, (env, sub_obs) in enumerate(zip(envs, iterate(venv.observation_space, vobs), strict=True)):
         obs, _ = env.reset(seed=seed + i)
         if not np.allclose(_flat(obs_space, sub_obs), _flat(obs_space, obs), atol=_ATOL):
             raise mismatch(i, 0, "observation", sub_obs, obs)
@@ -302,7 +307,7 @@ def _compare_vector_with_singles(
     for t in range(1, steps + 1):
         actions = [actions_space.sample() for _ in range(n)]
         vobs, rewards, terminated, truncated, _ = venv.step(concatenate(family.action_space, actions, batch))
-        sub_obs = list(iterate(venv.single_observation_space, vobs))
+        sub_obs = list(iterate(venv.observation_space, vobs))
         for i, env in enumerate(envs):
             if done[i]:
                 if rewards[i] != 0 or not (terminated[i] or truncated[i]):

@@ -2,6 +2,7 @@
 
     python scripts/demo.py                    # about a minute on 2 CPU cores
     python scripts/demo.py --iterations 300 --seed 1
+    python scripts/demo.py --algo maml        # the same budget with MAML's fixed scalar step size
 
 Prints the mean return on 40 held-out tasks before adaptation and after one inner step, for the
 meta-initialisation before and after training (same held-out tasks and rollout seeds).
@@ -14,7 +15,7 @@ import time
 
 import numpy as np
 
-from metasgd_rl import MetaSGD
+from metasgd_rl import MAML, MetaSGD
 
 
 def held_out(model: MetaSGD, n_tasks: int, seed: int) -> tuple[float, float]:
@@ -29,9 +30,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-tasks", type=int, default=40)
+    parser.add_argument("--algo", choices=["metasgd", "maml"], default="metasgd")
     args = parser.parse_args()
 
-    model = MetaSGD(args.family, meta_batch_size=20, episodes_per_task=20, alpha_init=0.1,
+    cls = MetaSGD if args.algo == "metasgd" else MAML
+    model = cls(args.family, meta_batch_size=20, episodes_per_task=20, alpha_init=0.1,
                     outer="adam", outer_kwargs=dict(lr=3e-3), policy_kwargs=dict(hidden_sizes=(64, 64)),
                     seed=args.seed)
     before = held_out(model, args.eval_tasks, seed=10_000 + args.seed)
@@ -40,8 +43,9 @@ def main() -> None:
     seconds = time.perf_counter() - start
     after = held_out(model, args.eval_tasks, seed=10_000 + args.seed)
 
-    print(f"\n{args.family}: Meta-SGD, {args.iterations} meta-iterations (Adam) in {seconds:.0f} s "
-          f"({seconds / args.iterations:.2f} s/iteration); {args.eval_tasks} held-out tasks, 20 episodes each")
+    print(f"\n{args.family}: {cls.__name__}, seed {args.seed}, {args.iterations} meta-iterations (Adam) in "
+          f"{seconds:.0f} s ({seconds / args.iterations:.2f} s/iteration); {args.eval_tasks} held-out tasks, "
+          "20 episodes each")
     print("| meta-initialisation | return before adaptation | after 1 inner step |")
     print("|---|---|---|")
     print(f"| untrained | {before[0]:.1f} | {before[1]:.1f} |")

@@ -20,6 +20,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from metasgd_rl import Task, TaskFamily
+from metasgd_rl.family import check_split
 
 OBS_SPACE = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
 ACT_SPACE = spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float32)
@@ -87,3 +88,39 @@ class BanditFamily(TaskFamily):
 
     def make_vector_env(self, tasks: Sequence[Task], episodes_per_task: int) -> VectorEnv:
         return BanditVectorEnv(np.repeat([t["goal"] for t in tasks], episodes_per_task))
+
+
+class ArmsEnv(gym.Env):
+    """A one-step k-armed bandit: pulling ``best`` pays 1, any other arm 0. The observation is Discrete(1)."""
+
+    def __init__(self, best: int, arms: int):
+        self.observation_space, self.action_space = spaces.Discrete(1), spaces.Discrete(arms)
+        self.best = int(best)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return 0, {}
+
+    def step(self, action):
+        return 0, float(int(action) == self.best), True, False, {}
+
+
+class ArmsFamily(TaskFamily):
+    """Discrete actions end to end: the task is which of ``arms`` arms pays (generic vector env).
+
+    A finite task set, so the splits are disjoint: the last fifth of the arms (at least one) is held out.
+    """
+
+    max_episode_steps = 1
+
+    def __init__(self, arms: int = 5):
+        self.arms = int(arms)
+        self.observation_space, self.action_space = spaces.Discrete(1), spaces.Discrete(self.arms)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator, split: str = "train") -> list[Task]:
+        held_out = max(1, self.arms // 5)
+        arms = range(self.arms - held_out) if check_split(split) == "train" else range(self.arms - held_out, self.arms)
+        return [{"best": int(b)} for b in rng.choice(list(arms), size=n)]
+
+    def make_env(self, task: Task) -> gym.Env:
+        return ArmsEnv(task["best"], self.arms)
