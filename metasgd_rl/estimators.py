@@ -22,7 +22,7 @@ gradient w.r.t. θ' enters the meta-gradient. For α the pathwise part alone is 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -61,14 +61,20 @@ class AdvantageConfig:
 
 @dataclass
 class MetaBatch:
-    """Everything one evaluation of the meta-objective produced."""
+    """Everything one evaluation of the meta-objective produced.
+
+    The episodes and their (detached) advantages are kept so that outer optimisers can re-evaluate the
+    surrogate on the same data at other (θ, α): :func:`replay_objective`.
+    """
 
     loss: torch.Tensor  # scalar surrogate to minimise
     task_losses: torch.Tensor  # [T], loss = task_losses.mean()
     pre_batches: list[EpisodeBatch]
+    pre_advantages: list[torch.Tensor]
     post_batch: EpisodeBatch
+    post_advantages: torch.Tensor
+    post_log_probs: torch.Tensor  # log π_θ'(a|s) of the post-update episodes at sampling time, detached
     adapted_params: Params  # [T, ...], still attached to the graph
-    info: dict[str, float] = field(default_factory=dict)
 
     @property
     def pre_return(self) -> float:
@@ -77,6 +83,10 @@ class MetaBatch:
     @property
     def post_return(self) -> float:
         return float(self.post_batch.mean_returns().mean())
+
+    @property
+    def num_tasks(self) -> int:
+        return self.post_batch.num_tasks
 
 
 def leave_one_out_mean(x: torch.Tensor) -> torch.Tensor:
@@ -89,6 +99,64 @@ def leave_one_out_mean(x: torch.Tensor) -> torch.Tensor:
 
 Sampler = Callable[[Params, int], EpisodeBatch]
 """``sample(params, k)``: episodes of every task with per-task ``params``; k = 0..K (K: post-update)."""
+
+
+@dataclass
+class Adaptation:
+    """Adapted parameters and, for DiCE, the summed log-probabilities of the episodes that produced them."""
+
+    params: Params
+    sampling_log_prob: torch.Tensor | None
+
+
+def adapt_tasks(
+    policy: Policy,
+    step_sizes: StepSizes,
+    num_tasks: int,
+    next_batch: Callable[[int, Params], tuple[EpisodeBatch, torch.Tensor]],
+    *,
+    inner_steps: int,
+    estimator: str,
+    create_graph: bool,
+) -> Adaptation:
+    """K inner steps for all tasks; ``next_batch(k, params)`` gives step k's episodes and advantages."""
+    params = policy.task_parameters(num_tasks)
+    sampling_log_prob = None
+    for k in range(inner_steps):
+        batch, adv = next_batch(k, params)
+        if estimator == "dice":
+            step_log_prob = batch_log_probs(policy, params, batch).sum(dim=(0, 2))
+            sampling_log_prob = step_log_prob if sampling_log_prob is None else sampling_log_prob + step_log_prob
+        params = inner_step(policy, params, step_sizes.for_step(k), batch, adv, form=INNER_FORM[estimator],
+                            create_graph=create_graph)
+    return Adaptation(params, sampling_log_prob)
+
+
+def post_update_surrogate(
+    policy: Policy,
+    adaptation: Adaptation,
+    post: EpisodeBatch,
+    post_advantages: torch.Tensor,
+    estimator: str,
+    old_log_probs: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-task surrogate to *maximise*, ``[T]``, from the post-update episodes.
+
+    With ``old_log_probs`` (the sampling policy's) the post-update term is the importance-weighted
+    ``π/π_old · A``, whose value tracks the improvement when (θ, α) move away from the sampling point (TRPO's
+    line search); at the sampling point its gradient is the policy gradient, like the other forms.
+    """
+    log_probs = batch_log_probs(policy, adaptation.params, post)
+    if old_log_probs is not None:
+        surrogate = masked_task_mean(torch.exp(log_probs - old_log_probs) * post_advantages, post.mask)
+    else:
+        form = "score" if estimator == "maml" else "ratio"
+        surrogate = pg_surrogate(log_probs, post_advantages, post.mask, form)
+    if adaptation.sampling_log_prob is not None:
+        post_value = masked_task_mean(post.rewards, post.mask)  # the post objective's own scale
+        centred = (post_value - leave_one_out_mean(post_value)).detach()
+        surrogate = surrogate + (magic_box(adaptation.sampling_log_prob) - 1.0) * centred
+    return surrogate
 
 
 def meta_objective(
@@ -104,39 +172,55 @@ def meta_objective(
 ) -> MetaBatch:
     """Sample, adapt every task, sample again, and build the estimator's surrogate (differentiable).
 
-    ``sample`` is called with detached-or-not per-task parameters (it must not differentiate through
-    them); tests pass a replay of fixed batches to make the surrogate a deterministic function of θ, α.
+    ``sample`` gets the current per-task parameters (it must not differentiate through them); tests pass
+    a replay of fixed batches to make the surrogate a deterministic function of θ and α.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator={estimator!r} is not allowed; use one of {list(ESTIMATORS)}")
-    params = policy.task_parameters(num_tasks)
-    sampling_log_prob = None
-    pre_batches = []
-    for k in range(inner_steps):
-        batch = sample(params, k)
-        if estimator == "dice":
-            step_log_prob = batch_log_probs(policy, params, batch).sum(dim=(0, 2))
-            sampling_log_prob = step_log_prob if sampling_log_prob is None else sampling_log_prob + step_log_prob
-        params = inner_step(
-            policy, params, step_sizes.for_step(k), batch, advantages(batch),
-            form=INNER_FORM[estimator], create_graph=not first_order,
-        )
-        pre_batches.append(batch)
-    post = sample(params, inner_steps)
-    post_form = "score" if estimator == "maml" else "ratio"
-    surrogate = pg_surrogate(batch_log_probs(policy, params, post), advantages(post), post.mask, post_form)
-    if sampling_log_prob is not None:
-        post_value = masked_task_mean(post.rewards, post.mask)  # the post objective's own scale
-        centred = (post_value - leave_one_out_mean(post_value)).detach()
-        surrogate = surrogate + (magic_box(sampling_log_prob) - 1.0) * centred
-    task_losses = -surrogate
+    pre_batches, pre_advantages = [], []
+
+    def next_batch(k: int, params: Params) -> tuple[EpisodeBatch, torch.Tensor]:
+        pre_batches.append(sample(params, k))
+        pre_advantages.append(advantages(pre_batches[-1]))
+        return pre_batches[-1], pre_advantages[-1]
+
+    adaptation = adapt_tasks(policy, step_sizes, num_tasks, next_batch, inner_steps=inner_steps,
+                             estimator=estimator, create_graph=not first_order)
+    post = sample(adaptation.params, inner_steps)
+    post_adv = advantages(post)
+    task_losses = -post_update_surrogate(policy, adaptation, post, post_adv, estimator)
+    with torch.no_grad():
+        post_log_probs = batch_log_probs(policy, adaptation.params, post)
     return MetaBatch(
         loss=task_losses.mean(),
         task_losses=task_losses,
         pre_batches=pre_batches,
+        pre_advantages=pre_advantages,
         post_batch=post,
-        adapted_params=params,
+        post_advantages=post_adv,
+        post_log_probs=post_log_probs,
+        adapted_params=adaptation.params,
     )
+
+
+def replay_adaptation(
+    policy: Policy, step_sizes: StepSizes, batch: MetaBatch, *, estimator: str, create_graph: bool
+) -> Adaptation:
+    """Adapt again, at the current (θ, α), from the pre-update episodes recorded in ``batch``."""
+    return adapt_tasks(
+        policy, step_sizes, batch.num_tasks, lambda k, _: (batch.pre_batches[k], batch.pre_advantages[k]),
+        inner_steps=len(batch.pre_batches), estimator=estimator, create_graph=create_graph,
+    )
+
+
+def replay_objective(
+    policy: Policy, step_sizes: StepSizes, batch: MetaBatch, *, estimator: str, create_graph: bool
+) -> tuple[torch.Tensor, Adaptation]:
+    """Importance-weighted surrogate loss (to minimise) at the current (θ, α) on ``batch``'s episodes."""
+    adaptation = replay_adaptation(policy, step_sizes, batch, estimator=estimator, create_graph=create_graph)
+    surrogate = post_update_surrogate(policy, adaptation, batch.post_batch, batch.post_advantages, estimator,
+                                      old_log_probs=batch.post_log_probs)
+    return -surrogate.mean(), adaptation
 
 
 def rollout_sampler(

@@ -50,8 +50,9 @@ class TaskFamily(abc.ABC):
     ``asynchronous = True``, in worker processes through gymnasium's ``AsyncVectorEnv``).
     """
 
-    #: registry id, set by :func:`metasgd_rl.make_task_family`
+    #: registry id and the keyword arguments it was made with, set by :func:`metasgd_rl.make_task_family`
     id: str | None = None
+    make_kwargs: dict[str, Any] = {}
     #: step the generic vector env's sub-envs in worker processes (pays off for slow simulators on many cores)
     asynchronous: bool = False
     observation_space: gym.Space

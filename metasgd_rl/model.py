@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import math
+import json
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -12,6 +15,7 @@ import numpy as np
 import torch
 
 from metasgd_rl.adaptation import inner_step
+from metasgd_rl.callbacks import CallbackLike, as_callback
 from metasgd_rl.estimators import (
     ESTIMATORS,
     INNER_FORM,
@@ -21,12 +25,14 @@ from metasgd_rl.estimators import (
     rollout_sampler,
 )
 from metasgd_rl.family import Task, TaskFamily
+from metasgd_rl.io import atomic_torch_save
+from metasgd_rl.outer import OUTER_OPTIMIZERS, make_outer_optimizer
 from metasgd_rl.policies import Policy, make_policy, observation_features
 from metasgd_rl.registry import make_task_family
 from metasgd_rl.sampler import sample_episodes
 from metasgd_rl.step_sizes import StepSizes
 
-OUTER_OPTIMIZERS = ("adam",)  # "trpo" and "ppo" come with the training issue
+CHECKPOINT_FORMAT = "metasgd-rl/1"
 DEFAULT_POLICY_KWARGS: dict[str, Any] = dict(
     hidden_sizes=(100, 100), activation="relu", init_std=1.0, learn_std=True
 )
@@ -77,8 +83,10 @@ class AdaptedPolicy:
 class MetaSGD:
     """Meta-SGD for RL: meta-learns the policy initialisation θ and per-parameter step sizes α.
 
-    See ``DESIGN.md`` for the meaning of every argument. ``outer_kwargs`` go to the outer optimiser
-    (Adam: ``lr``, default 1e-3).
+    See ``DESIGN.md`` for the meaning of every argument. ``outer_kwargs`` go to the outer optimiser:
+    TRPO (``max_kl``, ``cg_iters``, ``cg_damping``, ``ls_steps``, ``ls_ratio``, ``fvp``, ``fvp_subsample``),
+    Adam (``lr``, ``max_grad_norm``) or PPO (``lr``, ``epochs``, ``clip``, ``inner_kl_penalty``,
+    ``max_grad_norm``). ``family_kwargs`` go to :func:`make_task_family` when ``family`` is an id.
     """
 
     def __init__(
@@ -94,7 +102,7 @@ class MetaSGD:
         learn_alpha: bool = True,
         first_order: bool = False,
         estimator: str = "lvc",
-        outer: str = "adam",
+        outer: str = "trpo",
         outer_kwargs: Mapping[str, Any] | None = None,
         baseline: str = "linear",
         gamma: float = 0.99,
@@ -102,8 +110,14 @@ class MetaSGD:
         normalize_advantages: bool = True,
         seed: int = 0,
         device: str = "cpu",
+        family_kwargs: Mapping[str, Any] | None = None,
     ):
-        self.family = make_task_family(family) if isinstance(family, str) else family
+        if isinstance(family, str):
+            self.family = make_task_family(family, **dict(family_kwargs or {}))
+        elif family_kwargs:
+            raise ValueError("family_kwargs are only used when family is a registered id, not a TaskFamily")
+        else:
+            self.family = family
         if not isinstance(self.family, TaskFamily):
             raise TypeError(f"family must be a registered id or a TaskFamily, got {type(family).__name__}")
         unknown = set(policy_kwargs or {}) - set(DEFAULT_POLICY_KWARGS)
@@ -116,15 +130,16 @@ class MetaSGD:
         self.episodes_per_task = _positive_int("episodes_per_task", episodes_per_task)
         self.inner_steps = _positive_int("inner_steps", inner_steps)
         self.estimator = _choice("estimator", estimator, ESTIMATORS)
-        if outer in ("trpo", "ppo"):
-            raise NotImplementedError(f"outer={outer!r} is not implemented yet; use outer='adam'")
-        self.outer = _choice("outer", outer, OUTER_OPTIMIZERS)
-        self.outer_kwargs = {"lr": 1e-3, **(outer_kwargs or {})}
+        self.outer = _choice("outer", outer, list(OUTER_OPTIMIZERS))
+        self.outer_kwargs = dict(outer_kwargs or {})
         self.advantages = AdvantageConfig(float(gamma), float(gae_lambda), baseline, bool(normalize_advantages))
         self.first_order, self.learn_alpha = bool(first_order), bool(learn_alpha)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed={seed!r} is not allowed; use a non-negative integer")
         self.seed, self.device = int(seed), torch.device(device)
+        self._init_args = dict(
+            alpha_init=float(alpha_init), alpha_granularity=alpha_granularity, alpha_per_step=bool(alpha_per_step),
+        )
 
         init_gen = torch.Generator().manual_seed(self._stream(_POLICY_INIT))
         self.policy = make_policy(
@@ -137,9 +152,33 @@ class MetaSGD:
         params = list(self.policy.adaptable_parameters().values())
         if self.learn_alpha:
             params += list(self.step_sizes.parameters())
-        self.optimizer = torch.optim.Adam(params, **self.outer_kwargs)
+        self.outer_optimizer = make_outer_optimizer(self.outer, params, **self.outer_kwargs)
         self.iteration = 0
         self._meta_loss_calls = 0
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-able: ``type(model)(**model.config)`` rebuilds the model."""
+        return dict(
+            family=self.family.id,
+            family_kwargs=dict(self.family.make_kwargs),
+            policy_kwargs={k: list(v) if isinstance(v, tuple) else v for k, v in self.policy_kwargs.items()},
+            meta_batch_size=self.meta_batch_size,
+            episodes_per_task=self.episodes_per_task,
+            inner_steps=self.inner_steps,
+            **self._init_args,
+            learn_alpha=self.learn_alpha,
+            first_order=self.first_order,
+            estimator=self.estimator,
+            outer=self.outer,
+            outer_kwargs=dict(self.outer_kwargs),
+            baseline=self.advantages.baseline,
+            gamma=self.advantages.gamma,
+            gae_lambda=self.advantages.gae_lambda,
+            normalize_advantages=self.advantages.normalize,
+            seed=self.seed,
+            device=str(self.device),
+        )
 
     # -- seeding ---------------------------------------------------------------------------------
     def _seed_sequence(self, stream: int, *index: int) -> np.random.SeedSequence:
@@ -177,50 +216,126 @@ class MetaSGD:
         rng = np.random.default_rng(self._seed_sequence(_TRAIN_TASKS, iteration))
         return self.family.sample_tasks(self.meta_batch_size, rng, split="train")
 
+    def _trainable(self) -> list[torch.Tensor]:
+        return self.outer_optimizer.params
+
     def train_step(self) -> dict[str, Any]:
-        """One meta-iteration: sample tasks, build the meta-loss, update θ and α."""
+        """One meta-iteration: sample tasks, build the meta-objective, let the outer optimiser update θ, α.
+
+        An update that produces a non-finite loss, gradient or parameter is undone and reported as rejected.
+        """
         start = time.perf_counter()
         tasks = self.sample_train_tasks(self.iteration)
         batch = self.meta_objective(tasks, self._seed_sequence(_TRAIN_ROLLOUTS, self.iteration))
-        self.optimizer.zero_grad(set_to_none=True)
-        batch.loss.backward()
-        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
-        finite = all(bool(torch.isfinite(g).all()) for g in grads) and math.isfinite(batch.loss.item())
-        if finite:
-            self.optimizer.step()
+        before = [p.detach().clone() for p in self._trainable()]
+        stats = self.outer_optimizer.step(self, batch)
+        rejected = bool(stats.pop("rejected", 0.0))
+        if not all(bool(torch.isfinite(p).all()) for p in self._trainable()):
+            rejected = True
+            with torch.no_grad():
+                for p, old in zip(self._trainable(), before, strict=True):
+                    p.copy_(old)
+        if rejected:
+            warnings.warn(f"iteration {self.iteration + 1}: the {self.outer} update was rejected (non-finite "
+                          "values or no acceptable step); θ and α are unchanged", RuntimeWarning, stacklevel=2)
         self.iteration += 1
         return {
             "iteration": self.iteration,
             "loss": batch.loss.item(),
             "pre_return": batch.pre_return,
             "post_return": batch.post_return,
-            "update_rejected": not finite,
+            "update_rejected": rejected,
             "seconds": time.perf_counter() - start,
+            **{f"outer/{k}": v for k, v in stats.items()},
+            **{f"alpha/{k}": v for k, v in self.step_sizes.summary().items()},
             "tasks": tasks,
         }
 
-    def learn(
-        self,
-        iterations: int,
-        callback: Callable[[dict[str, Any]], bool | None] | None = None,
-        progress_bar: bool = True,
-    ) -> MetaSGD:
-        """Run ``iterations`` meta-iterations. ``callback(info)`` returning ``False`` stops training."""
+    def learn(self, iterations: int, callback: CallbackLike = None, progress_bar: bool = True) -> MetaSGD:
+        """Run ``iterations`` more meta-iterations.
+
+        ``callback``: a :class:`~metasgd_rl.callbacks.BaseCallback`, a function of the iteration's info dict,
+        or a list of them; returning ``False`` stops training. The progress bar shows the live pre- and
+        post-adaptation returns and seconds per iteration; a one-line summary follows at the end.
+        """
         from tqdm.auto import tqdm
 
         iterations = _positive_int("iterations", iterations)
-        bar = tqdm(total=iterations, disable=not progress_bar, desc=type(self).__name__)
+        cb = as_callback(callback)
+        cb.on_training_start(self)
+        bar = tqdm(total=iterations, disable=not progress_bar, desc=type(self).__name__, dynamic_ncols=True)
+        history: list[dict[str, Any]] = []
         try:
             for _ in range(iterations):
                 info = self.train_step()
+                history.append(info)
                 bar.set_postfix(pre=f"{info['pre_return']:.2f}", post=f"{info['post_return']:.2f}",
                                 s_it=f"{info['seconds']:.2f}")
                 bar.update()
-                if callback is not None and callback(info) is False:
+                if not cb.on_iteration_end(self, info):
                     break
         finally:
             bar.close()
+            cb.on_training_end(self)
+        if progress_bar and history:
+            last = history[-min(10, len(history)):]
+            print(f"{type(self).__name__}: {len(history)} iterations to {self.iteration}, "
+                  f"{sum(h['seconds'] for h in history) / len(history):.2f} s/iteration, last {len(last)}: "
+                  f"pre-adaptation return {np.mean([h['pre_return'] for h in last]):.2f}, "
+                  f"post-adaptation {np.mean([h['post_return'] for h in last]):.2f}, "
+                  f"{sum(h['update_rejected'] for h in history)} updates rejected")
         return self
+
+    # -- saving ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values only (loadable with ``torch.load(..., weights_only=True)``)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "class": type(self).__name__,
+            "config": json.dumps(self.config),
+            "iteration": self.iteration,
+            "meta_loss_calls": self._meta_loss_calls,
+            "policy": self.policy.state_dict(),
+            "step_sizes": self.step_sizes.state_dict(),
+            "outer": self.outer_optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.step_sizes.load_state_dict(state["step_sizes"])
+        self.outer_optimizer.load_state_dict(state["outer"])
+        self.iteration = int(state["iteration"])
+        self._meta_loss_calls = int(state["meta_loss_calls"])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write θ, α, the outer optimiser's state, the iteration and the JSON config, atomically."""
+        if self.family.id is None:
+            warnings.warn("the family has no registry id: MetaSGD.load will need family=...", stacklevel=2)
+        return atomic_torch_save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, family: TaskFamily | None = None, **overrides: Any) -> MetaSGD:
+        """Rebuild a saved model (``weights_only=True``: nothing is unpickled).
+
+        ``family`` supplies the family of a model saved with an unregistered one; ``overrides`` replace
+        config entries that do not change the parameters' shapes (e.g. ``device``, ``outer_kwargs``).
+        """
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a metasgd-rl checkpoint (format {CHECKPOINT_FORMAT})")
+        config = {**json.loads(state["config"]), **overrides}
+        saved_class = {"MetaSGD": MetaSGD, "MAML": MAML}.get(state["class"], cls)
+        if family is not None:
+            config["family"] = family
+            config.pop("family_kwargs", None)
+        elif config["family"] is None:
+            raise ValueError(f"{path} was saved with an unregistered family: pass family=... to load it")
+        if saved_class is MAML:
+            config.pop("alpha_granularity", None)
+            config.pop("learn_alpha", None)
+        model = saved_class(**config)
+        model.load_state_dict(state)
+        return model
 
     # -- adaptation ------------------------------------------------------------------------------
     def adapt(self, task: Task, steps: int | None = None, episodes: int | None = None,

@@ -159,4 +159,5 @@ def make_task_family(family_id: str, **kwargs: Any) -> TaskFamily:
             f"{type(family).__name__}, not a TaskFamily"
         )
     family.id = family_id
+    family.make_kwargs = dict(kwargs)  # so that a saved model can rebuild the same family
     return family

@@ -45,7 +45,8 @@ def time_iteration(model: MetaSGD, tasks: list, seed: int) -> dict[str, float]:
     t3 = time.perf_counter()
     loss = -pg_surrogate(batch_log_probs(model.policy, adapted, post), model.advantages(post), post.mask,
                          "ratio").mean()
-    model.optimizer.zero_grad(set_to_none=True)
+    model.policy.zero_grad(set_to_none=True)
+    model.step_sizes.zero_grad(set_to_none=True)
     loss.backward()
     t4 = time.perf_counter()
     times.update(pre_rollout=t1 - t0, inner_step=t2 - t1, post_rollout=t3 - t2, meta_gradient=t4 - t3)

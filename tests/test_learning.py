@@ -17,7 +17,7 @@ def held_out_returns(model: MetaSGD) -> tuple[float, float]:
 
 def test_meta_sgd_learns_to_adapt_on_navigation2d():
     model = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(32, 32)), meta_batch_size=10,
-                    episodes_per_task=10, outer_kwargs=dict(lr=3e-3), seed=0)
+                    episodes_per_task=10, outer="adam", outer_kwargs=dict(lr=3e-3), seed=0)
     alpha_before = {n: a.detach().clone() for n, a in model.step_sizes.alphas.items()}
     pre0, post0 = held_out_returns(model)
     model.learn(100, progress_bar=False)

@@ -56,9 +56,19 @@ def test_unknown_policy_kwarg_is_named():
     assert "hidden_sizes" in str(info.value)  # what is allowed
 
 
-def test_trpo_is_not_implemented_yet():
-    with pytest.raises(NotImplementedError, match="trpo"):
-        small_model(outer="trpo")
+@pytest.mark.parametrize("outer, key", [("trpo", "lr"), ("adam", "max_kl"), ("ppo", "cg_iters")])
+def test_unknown_outer_kwargs_are_named_with_what_is_allowed(outer, key):
+    with pytest.raises(ValueError, match=rf"outer_kwargs.*{outer}.*{key}.*allowed"):
+        small_model(outer=outer, outer_kwargs={key: 1})
+
+
+@pytest.mark.parametrize("outer, kwargs", [("trpo", dict(max_kl=-1.0)), ("trpo", dict(fvp="hessian")),
+                                           ("trpo", dict(ls_ratio=1.5)), ("adam", dict(lr=0)),
+                                           ("ppo", dict(epochs=0)), ("ppo", dict(clip=float("nan")))])
+def test_out_of_range_outer_kwargs_are_refused(outer, kwargs):
+    (key, value), = kwargs.items()
+    with pytest.raises(ValueError, match=rf"{key}={re.escape(repr(value))}"):
+        small_model(outer=outer, outer_kwargs=kwargs)
 
 
 # -- MAML --------------------------------------------------------------------------------------------
@@ -75,7 +85,7 @@ def test_maml_has_one_fixed_scalar_alpha():
         assert not a.requires_grad
         assert p.requires_grad
     # α is not among the optimiser's parameters, θ is
-    optimised = {id(p) for g in model.optimizer.param_groups for p in g["params"]}
+    optimised = {id(p) for p in model.outer_optimizer.params}
     assert not optimised & {id(a) for a in alphas}
     assert {id(p) for p in model.policy.adaptable_parameters().values()} <= optimised
     # training leaves α where it was

@@ -1,0 +1,348 @@
+"""Outer optimisers: update θ and α from one meta-batch (TRPO, Adam, ProMP-style PPO).
+
+Each gets the :class:`~metasgd_rl.estimators.MetaBatch` of the current iteration (its differentiable loss and
+the recorded episodes) and the model (policy, step sizes, estimator). An update whose loss, gradient or
+result is not finite is rejected and θ, α are left as they were.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from metasgd_rl.adaptation import batch_log_probs, masked_task_mean
+from metasgd_rl.estimators import (
+    Adaptation,
+    MetaBatch,
+    leave_one_out_mean,
+    magic_box,
+    replay_adaptation,
+    replay_objective,
+)
+from metasgd_rl.policies import Params
+from metasgd_rl.sampler import EpisodeBatch
+
+if TYPE_CHECKING:
+    from metasgd_rl.model import MetaSGD
+
+FVP_MODES = ("gauss-newton", "exact")
+
+
+def _finite(*tensors: torch.Tensor) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def _check_kwargs(name: str, kwargs: Mapping[str, Any], allowed: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(kwargs) - set(allowed)
+    if unknown:
+        raise ValueError(f"outer_kwargs for {name!r} has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    return {**allowed, **kwargs}
+
+
+def _positive(name: str, value: Any, integer: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok or (integer and int(value) != value):
+        kind = "a positive integer" if integer else "a positive number"
+        raise ValueError(f"outer_kwargs {name}={value!r} is not allowed; use {kind}")
+
+
+def mean_kl(model: MetaSGD, old: Params, new: Params, batch: EpisodeBatch) -> torch.Tensor:
+    """KL(π_old || π_new) averaged over each task's valid states of ``batch``, then over tasks."""
+    obs = batch.task_major(batch.observations)
+    kl = model.policy.kl(obs, old, new).transpose(0, 1)
+    return masked_task_mean(kl, batch.mask).mean()
+
+
+def subsample_episodes(batch: EpisodeBatch, fraction: float) -> EpisodeBatch:
+    """The first ⌈fraction·E⌉ episodes of every task (episodes are i.i.d., so any subset is a random one)."""
+    keep = max(1, math.ceil(fraction * batch.episodes_per_task))
+    if keep >= batch.episodes_per_task:
+        return batch
+    return EpisodeBatch(*(t[:, :, :keep] for t in (batch.observations, batch.actions, batch.rewards, batch.mask)),
+                        tasks=batch.tasks)
+
+
+def conjugate_gradient(fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int,
+                       tol: float = 1e-10) -> torch.Tensor:
+    """Solve ``F x = b`` for a symmetric positive-definite operator given as ``fvp``."""
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rr = r @ r
+    for _ in range(iters):
+        fp = fvp(p)
+        step = rr / (p @ fp)
+        x += step * p
+        r -= step * fp
+        rr_new = r @ r
+        if rr_new < tol:
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+class OuterOptimizer:
+    """Interface: ``step(model, batch) -> stats``; ``state_dict()`` / ``load_state_dict()`` for resume."""
+
+    name = "base"
+
+    def __init__(self, params: Sequence[torch.nn.Parameter]):
+        self.params = list(params)
+
+    def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def _vector(self) -> torch.Tensor:
+        return parameters_to_vector(self.params).detach().clone()
+
+    def _set(self, vector: torch.Tensor) -> None:
+        with torch.no_grad():
+            vector_to_parameters(vector, self.params)
+
+
+class AdamOuter(OuterOptimizer):
+    """One Adam step on the estimator's meta-gradient per meta-batch."""
+
+    name = "adam"
+    DEFAULTS: dict[str, Any] = dict(lr=1e-3, max_grad_norm=None)
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], **kwargs: Any):
+        super().__init__(params)
+        cfg = _check_kwargs(self.name, kwargs, self.DEFAULTS)
+        _positive("lr", cfg["lr"])
+        if cfg["max_grad_norm"] is not None:
+            _positive("max_grad_norm", cfg["max_grad_norm"])
+        self.max_grad_norm = cfg["max_grad_norm"]
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg["lr"])
+
+    def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        batch.loss.backward()
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not (_finite(batch.loss, *grads)):
+            return {"rejected": 1.0}
+        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        return {"grad_norm": grad_norm.item()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+class TRPOOuter(OuterOptimizer):
+    """TRPO on (θ, α) with a trust region on the KL divergence of the *adapted* policies.
+
+    The search direction solves ``F x = -g`` by conjugate gradient, F being the Hessian of the mean KL between
+    the adapted policies before and after the update, w.r.t. (θ, α) *through the adaptation*. At the
+    current point the KL's gradient is zero, so F equals the Gauss-Newton matrix ``Jᵀ F' J`` with J = ∂θ'/∂(θ, α)
+    and F' the adapted policies' Fisher. ``fvp="gauss-newton"`` (default) computes it in that form: J v and
+    Jᵀ u by differentiating the recorded adaptation, F' on a subsample (``fvp_subsample``) of the post-update
+    episodes; ``fvp="exact"`` differentiates the KL twice through the adaptation (third order; slow). A
+    backtracking line search then requires both a KL within ``max_kl`` and an improvement of the
+    importance-weighted surrogate, re-adapting from the recorded episodes at each candidate point.
+    """
+
+    name = "trpo"
+    DEFAULTS: dict[str, Any] = dict(max_kl=1e-2, cg_iters=10, cg_damping=1e-5, ls_steps=15, ls_ratio=0.8,
+                                    fvp="gauss-newton", fvp_subsample=1.0)
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], **kwargs: Any):
+        super().__init__(params)
+        cfg = _check_kwargs(self.name, kwargs, self.DEFAULTS)
+        for key in ("max_kl", "cg_damping", "fvp_subsample"):
+            _positive(key, cfg[key])
+        for key in ("cg_iters", "ls_steps"):
+            _positive(key, cfg[key], integer=True)
+        if not 0 < cfg["ls_ratio"] < 1:
+            raise ValueError(f"outer_kwargs ls_ratio={cfg['ls_ratio']!r} is not allowed; use a number in (0, 1)")
+        if cfg["fvp_subsample"] > 1:
+            raise ValueError(f"outer_kwargs fvp_subsample={cfg['fvp_subsample']!r} is not allowed; use (0, 1]")
+        if cfg["fvp"] not in FVP_MODES:
+            raise ValueError(f"outer_kwargs fvp={cfg['fvp']!r} is not allowed; use one of {list(FVP_MODES)}")
+        self.cfg = cfg
+
+    # -- Fisher-vector products ---------------------------------------------------------------------------
+    def _gauss_newton_fvp(self, model: MetaSGD, batch: MetaBatch) -> Callable[[torch.Tensor], torch.Tensor]:
+        adapted = batch.adapted_params
+        names = list(adapted)
+        old = {n: p.detach() for n, p in adapted.items()}
+        states = subsample_episodes(batch.post_batch, self.cfg["fvp_subsample"])
+        # F' in adapted-parameter space: double backward of the KL at the old adapted parameters
+        point = {n: p.detach().clone().requires_grad_() for n, p in adapted.items()}
+        kl = mean_kl(model, old, point, states)
+        kl_grads = torch.autograd.grad(kl, [point[n] for n in names], create_graph=True)
+        # Jᵀ u with a dummy u, kept differentiable so that J v = ∂(Jᵀ u · v)/∂u
+        dummies = [torch.zeros_like(adapted[n], requires_grad=True) for n in names]
+        jt_u = torch.autograd.grad([adapted[n] for n in names], self.params, grad_outputs=dummies,
+                                   create_graph=True, retain_graph=True, allow_unused=True, materialize_grads=True)
+        jt_u = [g if g.requires_grad else g.requires_grad_() for g in jt_u]
+
+        def fvp(v: torch.Tensor) -> torch.Tensor:
+            v_parts = self._split(v)
+            jv = torch.autograd.grad(jt_u, dummies, grad_outputs=v_parts, retain_graph=True,
+                                     allow_unused=True, materialize_grads=True)
+            f_jv = torch.autograd.grad(kl_grads, [point[n] for n in names], grad_outputs=list(jv),
+                                       retain_graph=True)
+            jt_f_jv = torch.autograd.grad([adapted[n] for n in names], self.params, grad_outputs=list(f_jv),
+                                          retain_graph=True, allow_unused=True, materialize_grads=True)
+            return parameters_to_vector(jt_f_jv) + self.cfg["cg_damping"] * v
+
+        return fvp
+
+    def _exact_fvp(self, model: MetaSGD, batch: MetaBatch) -> Callable[[torch.Tensor], torch.Tensor]:
+        old = {n: p.detach() for n, p in batch.adapted_params.items()}
+        states = subsample_episodes(batch.post_batch, self.cfg["fvp_subsample"])
+        adaptation = replay_adaptation(model.policy, model.step_sizes, batch, estimator=model.estimator,
+                                       create_graph=not model.first_order)
+        kl = mean_kl(model, old, adaptation.params, states)
+        grads = torch.autograd.grad(kl, self.params, create_graph=True, allow_unused=True, materialize_grads=True)
+        flat = parameters_to_vector(grads)
+
+        def fvp(v: torch.Tensor) -> torch.Tensor:
+            hv = torch.autograd.grad(flat @ v, self.params, retain_graph=True, allow_unused=True,
+                                     materialize_grads=True)
+            return parameters_to_vector(hv) + self.cfg["cg_damping"] * v
+
+        return fvp
+
+    def fisher_vector_product(self, model: MetaSGD, batch: MetaBatch) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self.cfg["fvp"] == "exact":
+            return self._exact_fvp(model, batch)
+        return self._gauss_newton_fvp(model, batch)
+
+    def _split(self, v: torch.Tensor) -> list[torch.Tensor]:
+        parts, offset = [], 0
+        for p in self.params:
+            parts.append(v[offset: offset + p.numel()].view_as(p))
+            offset += p.numel()
+        return parts
+
+    # -- the step -----------------------------------------------------------------------------------------
+    def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
+        grads = torch.autograd.grad(batch.loss, self.params, retain_graph=True, allow_unused=True,
+                                    materialize_grads=True)
+        g = parameters_to_vector(grads).detach()
+        if not _finite(batch.loss, g):
+            return {"rejected": 1.0}
+        fvp = self.fisher_vector_product(model, batch)
+        direction = conjugate_gradient(fvp, -g, self.cfg["cg_iters"])
+        curvature = direction @ fvp(direction)
+        if not (_finite(direction, curvature) and curvature > 0):
+            return {"rejected": 1.0, "grad_norm": g.norm().item()}
+        full_step = torch.sqrt(2 * self.cfg["max_kl"] / curvature) * direction
+        expected = -(g @ full_step).item()
+        return self._line_search(model, batch, full_step, expected) | {"grad_norm": g.norm().item()}
+
+    def _line_search(self, model: MetaSGD, batch: MetaBatch, full_step: torch.Tensor,
+                     expected_improvement: float) -> dict[str, float]:
+        old_vector = self._vector()
+        old_adapted = {n: p.detach() for n, p in batch.adapted_params.items()}
+        old_loss, _ = replay_objective(model.policy, model.step_sizes, batch, estimator=model.estimator,
+                                       create_graph=False)
+        for i in range(self.cfg["ls_steps"]):
+            fraction = self.cfg["ls_ratio"] ** i
+            self._set(old_vector + fraction * full_step)
+            loss, adaptation = replay_objective(model.policy, model.step_sizes, batch, estimator=model.estimator,
+                                                create_graph=False)
+            with torch.no_grad():
+                kl = mean_kl(model, old_adapted, adaptation.params, batch.post_batch)
+                improvement = (old_loss - loss).item()
+            if _finite(loss, kl) and improvement > 0 and kl.item() <= self.cfg["max_kl"]:
+                return {"kl": kl.item(), "improvement": improvement, "expected_improvement": expected_improvement,
+                        "step_fraction": fraction, "line_search_steps": float(i + 1)}
+        self._set(old_vector)
+        return {"rejected": 1.0, "line_search_steps": float(self.cfg["ls_steps"])}
+
+
+class PPOOuter(OuterOptimizer):
+    """ProMP's outer step (Rothfuss et al. 2018): several Adam epochs on one meta-batch.
+
+    Each epoch re-adapts from the recorded pre-update episodes and maximises PPO's clipped objective of the
+    adapted policies, minus ``inner_kl_penalty`` times the KL between the pre-update policy at the start of
+    the step and now (on the first pre-update batch), which keeps the pre-update sampling distribution close
+    to the one that produced the episodes. With DiCE the sampling term is added as in the plain surrogate.
+    """
+
+    name = "ppo"
+    DEFAULTS: dict[str, Any] = dict(lr=1e-3, epochs=5, clip=0.3, inner_kl_penalty=5e-4, max_grad_norm=None)
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], **kwargs: Any):
+        super().__init__(params)
+        cfg = _check_kwargs(self.name, kwargs, self.DEFAULTS)
+        for key in ("lr", "clip"):
+            _positive(key, cfg[key])
+        _positive("epochs", cfg["epochs"], integer=True)
+        if cfg["max_grad_norm"] is not None:
+            _positive("max_grad_norm", cfg["max_grad_norm"])
+        if not (isinstance(cfg["inner_kl_penalty"], (int, float)) and cfg["inner_kl_penalty"] >= 0):
+            raise ValueError(f"outer_kwargs inner_kl_penalty={cfg['inner_kl_penalty']!r} is not allowed; use >= 0")
+        self.cfg = cfg
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg["lr"])
+
+    def _loss(self, model: MetaSGD, batch: MetaBatch, adaptation: Adaptation, pre_old: Params) -> torch.Tensor:
+        post = batch.post_batch
+        ratio = torch.exp(batch_log_probs(model.policy, adaptation.params, post) - batch.post_log_probs)
+        adv = batch.post_advantages
+        clipped = torch.clamp(ratio, 1 - self.cfg["clip"], 1 + self.cfg["clip"])
+        surrogate = masked_task_mean(torch.minimum(ratio * adv, clipped * adv), post.mask)
+        if adaptation.sampling_log_prob is not None:
+            post_value = masked_task_mean(post.rewards, post.mask)
+            centred = (post_value - leave_one_out_mean(post_value)).detach()
+            surrogate = surrogate + (magic_box(adaptation.sampling_log_prob) - 1.0) * centred
+        loss = -surrogate.mean()
+        if self.cfg["inner_kl_penalty"] > 0:
+            pre = batch.pre_batches[0]
+            current = model.policy.task_parameters(batch.num_tasks)
+            loss = loss + self.cfg["inner_kl_penalty"] * mean_kl(model, pre_old, current, pre)
+        return loss
+
+    def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
+        pre_old = {n: p.detach().clone() for n, p in model.policy.task_parameters(batch.num_tasks).items()}
+        stats: dict[str, float] = {}
+        for epoch in range(self.cfg["epochs"]):
+            adaptation = replay_adaptation(model.policy, model.step_sizes, batch, estimator=model.estimator,
+                                           create_graph=not model.first_order)
+            loss = self._loss(model, batch, adaptation, pre_old)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grads = [p.grad for p in self.params if p.grad is not None]
+            if not _finite(loss, *grads):
+                stats["rejected"] = 1.0
+                break
+            if self.cfg["max_grad_norm"] is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, self.cfg["max_grad_norm"])
+            self.optimizer.step()
+            stats["loss_epoch_0" if epoch == 0 else "loss_last_epoch"] = loss.item()
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+OUTER_OPTIMIZERS: dict[str, type[OuterOptimizer]] = {"trpo": TRPOOuter, "adam": AdamOuter, "ppo": PPOOuter}
+
+
+def make_outer_optimizer(name: str, params: Sequence[torch.nn.Parameter], **kwargs: Any) -> OuterOptimizer:
+    if name not in OUTER_OPTIMIZERS:
+        raise ValueError(f"outer={name!r} is not allowed; use one of {list(OUTER_OPTIMIZERS)}")
+    return OUTER_OPTIMIZERS[name](params, **kwargs)
+
+
