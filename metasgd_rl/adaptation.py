@@ -49,6 +49,23 @@ def pg_surrogate(log_probs: torch.Tensor, advantages: torch.Tensor, mask: torch.
     return masked_task_mean(weights * advantages, mask)
 
 
+def inner_gradients(
+    policy: Policy,
+    params: Params,
+    batch: EpisodeBatch,
+    advantages: torch.Tensor,
+    form: str = "score",
+    create_graph: bool = True,
+) -> Params:
+    """Every task's gradient of its inner loss (minus the surrogate) w.r.t. its own slice of ``params``."""
+    names = list(params)
+    loss = -pg_surrogate(batch_log_probs(policy, params, batch), advantages, batch.mask, form).sum()
+    grads = torch.autograd.grad(
+        loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True, materialize_grads=True
+    )
+    return dict(zip(names, grads, strict=True))
+
+
 def inner_step(
     policy: Policy,
     params: Params,
@@ -59,9 +76,5 @@ def inner_step(
     create_graph: bool = True,
 ) -> Params:
     """One Meta-SGD step for all tasks: ``θ'_t = θ_t - α ⊙ ∇ L_t(θ_t)`` with ``L_t`` = minus the surrogate."""
-    names = list(params)
-    loss = -pg_surrogate(batch_log_probs(policy, params, batch), advantages, batch.mask, form).sum()
-    grads = torch.autograd.grad(
-        loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True, materialize_grads=True
-    )
-    return {n: params[n] - alphas[n] * g for n, g in zip(names, grads, strict=True)}
+    grads = inner_gradients(policy, params, batch, advantages, form, create_graph)
+    return {n: p - alphas[n] * grads[n] for n, p in params.items()}

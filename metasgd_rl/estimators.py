@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metasgd_rl.adaptation import batch_log_probs, inner_step, magic_box, masked_task_mean, pg_surrogate
+from metasgd_rl.adaptation import batch_log_probs, inner_gradients, magic_box, masked_task_mean, pg_surrogate
 from metasgd_rl.advantages import BASELINES, compute_advantages
 from metasgd_rl.family import Task, TaskFamily
 from metasgd_rl.policies import Params, Policy
@@ -64,7 +64,7 @@ class MetaBatch:
     """Everything one evaluation of the meta-objective produced.
 
     The episodes and their (detached) advantages are kept so that outer optimisers can re-evaluate the
-    surrogate on the same data at other (θ, α): :func:`replay_objective`.
+    surrogate on the same data at other (θ, α): :func:`replay_adaptation`.
     """
 
     loss: torch.Tensor  # scalar surrogate to minimise
@@ -75,6 +75,7 @@ class MetaBatch:
     post_advantages: torch.Tensor
     post_log_probs: torch.Tensor  # log π_θ'(a|s) of the post-update episodes at sampling time, detached
     adapted_params: Params  # [T, ...], still attached to the graph
+    trajectory: list[tuple[Params, Params]]  # (θ_k, g_k) of every inner step, detached
 
     @property
     def pre_return(self) -> float:
@@ -103,10 +104,12 @@ Sampler = Callable[[Params, int], EpisodeBatch]
 
 @dataclass
 class Adaptation:
-    """Adapted parameters and, for DiCE, the summed log-probabilities of the episodes that produced them."""
+    """Adapted parameters; for DiCE the summed log-probabilities of the episodes that produced them; and,
+    detached, each step's starting parameters θ_k and inner gradients g_k (for TRPO's Jacobian products)."""
 
     params: Params
     sampling_log_prob: torch.Tensor | None
+    trajectory: list[tuple[Params, Params]]
 
 
 def adapt_tasks(
@@ -122,14 +125,17 @@ def adapt_tasks(
     """K inner steps for all tasks; ``next_batch(k, params)`` gives step k's episodes and advantages."""
     params = policy.task_parameters(num_tasks)
     sampling_log_prob = None
+    trajectory = []
     for k in range(inner_steps):
         batch, adv = next_batch(k, params)
         if estimator == "dice":
             step_log_prob = batch_log_probs(policy, params, batch).sum(dim=(0, 2))
             sampling_log_prob = step_log_prob if sampling_log_prob is None else sampling_log_prob + step_log_prob
-        params = inner_step(policy, params, step_sizes.for_step(k), batch, adv, form=INNER_FORM[estimator],
-                            create_graph=create_graph)
-    return Adaptation(params, sampling_log_prob)
+        grads = inner_gradients(policy, params, batch, adv, form=INNER_FORM[estimator], create_graph=create_graph)
+        trajectory.append(({n: p.detach() for n, p in params.items()}, {n: g.detach() for n, g in grads.items()}))
+        alphas = step_sizes.for_step(k)
+        params = {n: p - alphas[n] * grads[n] for n, p in params.items()}
+    return Adaptation(params, sampling_log_prob, trajectory)
 
 
 def post_update_surrogate(
@@ -138,20 +144,11 @@ def post_update_surrogate(
     post: EpisodeBatch,
     post_advantages: torch.Tensor,
     estimator: str,
-    old_log_probs: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-task surrogate to *maximise*, ``[T]``, from the post-update episodes.
-
-    With ``old_log_probs`` (the sampling policy's) the post-update term is the importance-weighted
-    ``π/π_old · A``, whose value tracks the improvement when (θ, α) move away from the sampling point (TRPO's
-    line search); at the sampling point its gradient is the policy gradient, like the other forms.
-    """
+    """Per-task surrogate to *maximise*, ``[T]``, from the post-update episodes."""
     log_probs = batch_log_probs(policy, adaptation.params, post)
-    if old_log_probs is not None:
-        surrogate = masked_task_mean(torch.exp(log_probs - old_log_probs) * post_advantages, post.mask)
-    else:
-        form = "score" if estimator == "maml" else "ratio"
-        surrogate = pg_surrogate(log_probs, post_advantages, post.mask, form)
+    form = "score" if estimator == "maml" else "ratio"
+    surrogate = pg_surrogate(log_probs, post_advantages, post.mask, form)
     if adaptation.sampling_log_prob is not None:
         post_value = masked_task_mean(post.rewards, post.mask)  # the post objective's own scale
         centred = (post_value - leave_one_out_mean(post_value)).detach()
@@ -200,6 +197,7 @@ def meta_objective(
         post_advantages=post_adv,
         post_log_probs=post_log_probs,
         adapted_params=adaptation.params,
+        trajectory=adaptation.trajectory,
     )
 
 
@@ -211,16 +209,6 @@ def replay_adaptation(
         policy, step_sizes, batch.num_tasks, lambda k, _: (batch.pre_batches[k], batch.pre_advantages[k]),
         inner_steps=len(batch.pre_batches), estimator=estimator, create_graph=create_graph,
     )
-
-
-def replay_objective(
-    policy: Policy, step_sizes: StepSizes, batch: MetaBatch, *, estimator: str, create_graph: bool
-) -> tuple[torch.Tensor, Adaptation]:
-    """Importance-weighted surrogate loss (to minimise) at the current (θ, α) on ``batch``'s episodes."""
-    adaptation = replay_adaptation(policy, step_sizes, batch, estimator=estimator, create_graph=create_graph)
-    surrogate = post_update_surrogate(policy, adaptation, batch.post_batch, batch.post_advantages, estimator,
-                                      old_log_probs=batch.post_log_probs)
-    return -surrogate.mean(), adaptation
 
 
 def rollout_sampler(

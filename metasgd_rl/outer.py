@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from metasgd_rl.adaptation import batch_log_probs, masked_task_mean
+from metasgd_rl.adaptation import batch_log_probs, inner_gradients, masked_task_mean
 from metasgd_rl.estimators import (
+    INNER_FORM,
     Adaptation,
     MetaBatch,
     leave_one_out_mean,
     magic_box,
     replay_adaptation,
-    replay_objective,
 )
 from metasgd_rl.policies import Params
 from metasgd_rl.sampler import EpisodeBatch
@@ -144,6 +144,88 @@ class AdamOuter(OuterOptimizer):
         self.optimizer.load_state_dict(state)
 
 
+class AdaptationJacobian:
+    """Products with J = ∂θ'/∂(θ, α) of the recorded adaptation, without differentiating it twice.
+
+    Step k maps θ_k to θ_{k+1} = θ_k - a_k ⊙ g_k(θ_k) (a_k: α of step k, g_k: the inner gradient on the
+    k-th recorded batch), so dθ_{k+1} = dθ_k - a_k ⊙ H_k dθ_k - da_k ⊙ g_k with H_k the per-task Hessian of the
+    inner loss. J v and Jᵀ u therefore need only per-task Hessian-vector products, computed on the first
+    ⌈subsample·E⌉ episodes of each batch. θ' itself and g_k always come from the full batches. In first-order
+    mode g_k is a constant and H_k is dropped, as in the adaptation it describes.
+    """
+
+    def __init__(self, model: MetaSGD, batch: MetaBatch, subsample: float = 1.0):
+        self.model, self.step_sizes = model, model.step_sizes
+        self.theta = list(model.policy.adaptable_parameters().values())
+        self.names = list(model.policy.adaptable_parameters())
+        self.alpha_keys = list(self.step_sizes.alphas) if model.learn_alpha else []
+        self.num_tasks = batch.num_tasks
+        self.points: list[dict[str, torch.Tensor]] = []  # θ_k as leaves (for the Hessian products)
+        self.inner_grads: list[dict[str, torch.Tensor]] = []  # g_k with graph to θ_k (subsample)
+        self.grad_values: list[dict[str, torch.Tensor]] = []  # g_k on the full batch, detached
+        self.alphas: list[dict[str, torch.Tensor]] = []
+        form = INNER_FORM[model.estimator]
+        for k, (pre, adv) in enumerate(zip(batch.pre_batches, batch.pre_advantages, strict=True)):
+            start, grads = batch.trajectory[k]
+            point = {n: p.detach().requires_grad_() for n, p in start.items()}
+            if not model.first_order:
+                sub = subsample_episodes(pre, subsample)
+                sub_adv = adv[:, :, : sub.episodes_per_task]
+                self.inner_grads.append(inner_gradients(model.policy, point, sub, sub_adv, form, create_graph=True))
+            self.points.append(point)
+            self.grad_values.append(grads)
+            self.alphas.append({n: a.detach() for n, a in self.step_sizes.for_step(k).items()})
+        self.adapted = {n: p.detach() for n, p in batch.adapted_params.items()}
+
+    def _hvp(self, k: int, w: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        grads = self.inner_grads[k]
+        out = torch.autograd.grad([grads[n] for n in self.names], [self.points[k][n] for n in self.names],
+                                  grad_outputs=[w[n] for n in self.names], retain_graph=True,
+                                  allow_unused=True, materialize_grads=True)
+        return dict(zip(self.names, out, strict=True))
+
+    def _alpha_directions(self, k: int, alpha_parts: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.step_sizes.for_step(k, alphas=alpha_parts)
+
+    def jvp(self, v_parts: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """J v for v given as one tensor per trainable parameter (θ tensors, then α tensors)."""
+        theta_parts = zip(self.names, v_parts[: len(self.names)], strict=True)
+        d_theta = {n: v.unsqueeze(0).expand(self.num_tasks, *v.shape) for n, v in theta_parts}
+        alpha_parts = dict(zip(self.alpha_keys, v_parts[len(self.names):], strict=True))
+        for k in range(len(self.points)):
+            curvature = self._hvp(k, d_theta) if self.inner_grads else None
+            d_alpha = self._alpha_directions(k, alpha_parts) if alpha_parts else None
+            nxt = {}
+            for n in self.names:
+                step = d_theta[n]
+                if curvature is not None:
+                    step = step - self.alphas[k][n] * curvature[n]
+                if d_alpha is not None:
+                    step = step - d_alpha[n] * self.grad_values[k][n]
+                nxt[n] = step
+            d_theta = nxt
+        return d_theta
+
+    def vjp(self, u: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Jᵀ u for u with one [T, ...] tensor per adapted parameter; one tensor per trainable parameter."""
+        cotangent = dict(u)
+        alpha_grads = {key: torch.zeros_like(self.step_sizes.alphas[key]) for key in self.alpha_keys}
+        for k in reversed(range(len(self.points))):
+            if self.alpha_keys:
+                leaves = {key: torch.zeros_like(a, requires_grad=True) for key, a in alpha_grads.items()}
+                out = self.step_sizes.for_step(k, alphas=leaves)
+                cots = [(-cotangent[n] * self.grad_values[k][n]).sum_to_size(out[n].shape) for n in self.names]
+                grads = torch.autograd.grad([out[n] for n in self.names], list(leaves.values()), grad_outputs=cots,
+                                            allow_unused=True, materialize_grads=True)
+                for key, g in zip(leaves, grads, strict=True):
+                    alpha_grads[key] = alpha_grads[key] + g
+            if self.inner_grads:
+                curvature = self._hvp(k, {n: self.alphas[k][n] * cotangent[n] for n in self.names})
+                cotangent = {n: cotangent[n] - curvature[n] for n in self.names}
+        theta_grads = [cotangent[n].sum(0) for n in self.names]
+        return theta_grads + [alpha_grads[key] for key in self.alpha_keys]
+
+
 class TRPOOuter(OuterOptimizer):
     """TRPO on (θ, α) with a trust region on the KL divergence of the *adapted* policies.
 
@@ -178,29 +260,20 @@ class TRPOOuter(OuterOptimizer):
 
     # -- Fisher-vector products ---------------------------------------------------------------------------
     def _gauss_newton_fvp(self, model: MetaSGD, batch: MetaBatch) -> Callable[[torch.Tensor], torch.Tensor]:
-        adapted = batch.adapted_params
+        jacobian = AdaptationJacobian(model, batch, self.cfg["fvp_subsample"])
+        adapted = jacobian.adapted
         names = list(adapted)
-        old = {n: p.detach() for n, p in adapted.items()}
         states = subsample_episodes(batch.post_batch, self.cfg["fvp_subsample"])
-        # F' in adapted-parameter space: double backward of the KL at the old adapted parameters
+        # F' in adapted-parameter space: double backward of the KL at the current adapted parameters
         point = {n: p.detach().clone().requires_grad_() for n, p in adapted.items()}
-        kl = mean_kl(model, old, point, states)
+        kl = mean_kl(model, adapted, point, states)
         kl_grads = torch.autograd.grad(kl, [point[n] for n in names], create_graph=True)
-        # Jᵀ u with a dummy u, kept differentiable so that J v = ∂(Jᵀ u · v)/∂u
-        dummies = [torch.zeros_like(adapted[n], requires_grad=True) for n in names]
-        jt_u = torch.autograd.grad([adapted[n] for n in names], self.params, grad_outputs=dummies,
-                                   create_graph=True, retain_graph=True, allow_unused=True, materialize_grads=True)
-        jt_u = [g if g.requires_grad else g.requires_grad_() for g in jt_u]
 
         def fvp(v: torch.Tensor) -> torch.Tensor:
-            v_parts = self._split(v)
-            jv = torch.autograd.grad(jt_u, dummies, grad_outputs=v_parts, retain_graph=True,
-                                     allow_unused=True, materialize_grads=True)
-            f_jv = torch.autograd.grad(kl_grads, [point[n] for n in names], grad_outputs=list(jv),
+            jv = jacobian.jvp(self._split(v))
+            f_jv = torch.autograd.grad(kl_grads, [point[n] for n in names], grad_outputs=[jv[n] for n in names],
                                        retain_graph=True)
-            jt_f_jv = torch.autograd.grad([adapted[n] for n in names], self.params, grad_outputs=list(f_jv),
-                                          retain_graph=True, allow_unused=True, materialize_grads=True)
-            return parameters_to_vector(jt_f_jv) + self.cfg["cg_damping"] * v
+            return parameters_to_vector(jacobian.vjp(dict(zip(names, f_jv, strict=True)))) + self.cfg["cg_damping"] * v
 
         return fvp
 
@@ -250,17 +323,30 @@ class TRPOOuter(OuterOptimizer):
 
     def _line_search(self, model: MetaSGD, batch: MetaBatch, full_step: torch.Tensor,
                      expected_improvement: float) -> dict[str, float]:
+        """Backtrack until the adapted policies' KL is within ``max_kl`` and the surrogate improves.
+
+        At each candidate (θ, α) the tasks are re-adapted (first order: only the value is needed) and the
+        importance-weighted surrogate ``π'/π'_old · A`` is evaluated on the post-update episodes; at the old
+        point it is the mean advantage. DiCE's sampling term has value 0 everywhere and is left out.
+        """
+        post, adv = batch.post_batch, batch.post_advantages
+        obs, actions = post.task_major(post.observations), post.task_major(post.actions)
         old_vector = self._vector()
-        old_adapted = {n: p.detach() for n, p in batch.adapted_params.items()}
-        old_loss, _ = replay_objective(model.policy, model.step_sizes, batch, estimator=model.estimator,
-                                       create_graph=False)
+        policy = model.policy
+        with torch.no_grad():
+            old_dist = policy.distribution_params(obs, {n: p.detach() for n, p in batch.adapted_params.items()})
+            old_loss = -masked_task_mean(adv, post.mask).mean()
         for i in range(self.cfg["ls_steps"]):
             fraction = self.cfg["ls_ratio"] ** i
             self._set(old_vector + fraction * full_step)
-            loss, adaptation = replay_objective(model.policy, model.step_sizes, batch, estimator=model.estimator,
-                                                create_graph=False)
+            params = replay_adaptation(policy, model.step_sizes, batch, estimator=model.estimator,
+                                       create_graph=False).params
             with torch.no_grad():
-                kl = mean_kl(model, old_adapted, adaptation.params, batch.post_batch)
+                dist = policy.distribution_params(obs, params)
+                log_probs = policy.dist_log_prob(dist, actions).transpose(0, 1) * post.mask
+                ratio = torch.exp(log_probs - batch.post_log_probs)
+                loss = -masked_task_mean(ratio * adv, post.mask).mean()
+                kl = masked_task_mean(policy.dist_kl(old_dist, dist).transpose(0, 1), post.mask).mean()
                 improvement = (old_loss - loss).item()
             if _finite(loss, kl) and improvement > 0 and kl.item() <= self.cfg["max_kl"]:
                 return {"kl": kl.item(), "improvement": improvement, "expected_improvement": expected_improvement,

@@ -147,9 +147,21 @@ class GaussianMLPPolicy(MLPPolicy):
     def log_prob(
         self, obs: torch.Tensor, actions: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        mean, log_std = self.distribution_params(obs, params)
+        return self.dist_log_prob(self.distribution_params(obs, params), actions)
+
+    @staticmethod
+    def dist_log_prob(dist: tuple[torch.Tensor, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+        """Log-density of ``actions`` under the output of :meth:`distribution_params`."""
+        mean, log_std = dist
         z = (actions - mean) * torch.exp(-log_std)
         return (-0.5 * z.pow(2) - log_std - _LOG_SQRT_2PI).sum(-1)
+
+    @staticmethod
+    def dist_kl(p: tuple[torch.Tensor, torch.Tensor], q: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """KL(p || q) between outputs of :meth:`distribution_params`."""
+        (mp, lp), (mq, lq) = p, q
+        var_ratio = torch.exp(2 * (lp - lq))
+        return (0.5 * (var_ratio + ((mp - mq) * torch.exp(-lq)).pow(2) - 1) - (lp - lq)).sum(-1)
 
     def sample(
         self,
@@ -168,10 +180,7 @@ class GaussianMLPPolicy(MLPPolicy):
         self, obs: torch.Tensor, params_p: Mapping[str, torch.Tensor], params_q: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
         """KL(π_p || π_q) per observation."""
-        mp, lp = self.distribution_params(obs, params_p)
-        mq, lq = self.distribution_params(obs, params_q)
-        var_ratio = torch.exp(2 * (lp - lq))
-        return (0.5 * (var_ratio + ((mp - mq) * torch.exp(-lq)).pow(2) - 1) - (lp - lq)).sum(-1)
+        return self.dist_kl(self.distribution_params(obs, params_p), self.distribution_params(obs, params_q))
 
     def entropy(self, obs: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         mean, log_std = self.distribution_params(obs, params)
@@ -201,8 +210,17 @@ class CategoricalMLPPolicy(MLPPolicy):
     def log_prob(
         self, obs: torch.Tensor, actions: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        logp = self.distribution_params(obs, params)
-        return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        return self.dist_log_prob(self.distribution_params(obs, params), actions)
+
+    @staticmethod
+    def dist_log_prob(dist: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Log-probability of ``actions`` under the output of :meth:`distribution_params`."""
+        return dist.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+    @staticmethod
+    def dist_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """KL(p || q) between outputs of :meth:`distribution_params`."""
+        return (p.exp() * (p - q)).sum(-1)
 
     def sample(
         self,
@@ -220,9 +238,7 @@ class CategoricalMLPPolicy(MLPPolicy):
     def kl(
         self, obs: torch.Tensor, params_p: Mapping[str, torch.Tensor], params_q: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
-        lp = self.distribution_params(obs, params_p)
-        lq = self.distribution_params(obs, params_q)
-        return (lp.exp() * (lp - lq)).sum(-1)
+        return self.dist_kl(self.distribution_params(obs, params_p), self.distribution_params(obs, params_q))
 
     def entropy(self, obs: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         logp = self.distribution_params(obs, params)

@@ -60,18 +60,23 @@ class StepSizes(nn.Module):
         else:
             self.alphas = nn.ParameterDict({k: nn.Parameter(v, requires_grad=False) for k, v in tensors.items()})
 
-    def for_step(self, step: int = 0) -> dict[str, torch.Tensor]:
-        """α of inner step ``step`` for each parameter name, shaped to broadcast against ``[T, *shape]``."""
+    def for_step(self, step: int = 0, alphas: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """α of inner step ``step`` for each parameter name, shaped to broadcast against ``[T, *shape]``.
+
+        The map from the stored tensors to these is linear; ``alphas`` (same keys and shapes as
+        ``self.alphas``) evaluates it on other tensors, e.g. a direction in α-space.
+        """
+        stored = self.alphas if alphas is None else alphas
         k = min(int(step), self.num_steps - 1)
         out = {}
         for n in self.names:
             shape = self.shapes[n]
             if self.granularity == "scalar":
-                out[n] = self.alphas["all"][k].reshape((1,) * (len(shape) + 1))
+                out[n] = stored["all"][k].reshape((1,) * (len(shape) + 1))
             elif self.granularity == "tensor":
-                out[n] = self.alphas[_key(n)][k].reshape((1,) * (len(shape) + 1))
+                out[n] = stored[_key(n)][k].reshape((1,) * (len(shape) + 1))
             else:
-                out[n] = self.alphas[_key(n)][k].unsqueeze(0)
+                out[n] = stored[_key(n)][k].unsqueeze(0)
         return out
 
     def summary(self) -> dict[str, float]:
