@@ -42,6 +42,8 @@ def fit_linear_baseline(batch: EpisodeBatch, returns: torch.Tensor, reg: float =
     feats = linear_features(batch).double()
     x = feats.transpose(0, 1).reshape(batch.num_tasks, -1, feats.shape[-1])  # [T, H*E, F]
     y = returns.double().transpose(0, 1).reshape(batch.num_tasks, -1, 1)
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):  # LAPACK rejects NaNs: propagate them instead
+        return torch.full_like(returns, float("nan")) * batch.mask
     gram = x.transpose(1, 2) @ x
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
     coef = torch.linalg.lstsq(gram + reg * eye, x.transpose(1, 2) @ y).solution  # [T, F, 1]

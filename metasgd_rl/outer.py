@@ -246,8 +246,10 @@ class TRPOOuter(OuterOptimizer):
     def __init__(self, params: Sequence[torch.nn.Parameter], **kwargs: Any):
         super().__init__(params)
         cfg = _check_kwargs(self.name, kwargs, self.DEFAULTS)
-        for key in ("max_kl", "cg_damping", "fvp_subsample"):
+        for key in ("max_kl", "fvp_subsample"):
             _positive(key, cfg[key])
+        if not (isinstance(cfg["cg_damping"], (int, float)) and cfg["cg_damping"] >= 0):
+            raise ValueError(f"outer_kwargs cg_damping={cfg['cg_damping']!r} is not allowed; use a number >= 0")
         for key in ("cg_iters", "ls_steps"):
             _positive(key, cfg[key], integer=True)
         if not 0 < cfg["ls_ratio"] < 1:

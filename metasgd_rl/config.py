@@ -1,0 +1,468 @@
+"""Experiment configs: a YAML file plus ``--set key=value`` overrides, validated into one complete dict.
+
+A config holds the constructor arguments of :class:`~metasgd_rl.MetaSGD` / :class:`~metasgd_rl.MAML`
+(``family``, ``meta_batch_size``, ``outer_kwargs``, ...) and the run keys of :data:`RUN_DEFAULTS` (``algo``,
+``iterations``, ``checkpoint_every``, ...). :func:`resolve_config` checks every key, type and range *before*
+anything is written, fills in every default (so a run's ``config.yaml`` fixes the run even if a default
+changes later) and raises a :class:`ConfigError` whose one-line message names the key, the value and what
+is allowed.
+
+YAML note: plain PyYAML reads ``1e-5`` as a string (YAML 1.1 wants ``1.0e-5``); :func:`yaml_load` reads it
+as the number everybody means.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RUN_DEFAULTS: dict[str, Any] = {
+    "algo": "metasgd",
+    "iterations": None,  # required
+    "checkpoint_every": 50,
+    "eval_every": 0,
+    "eval_tasks": 40,
+    "run_dir": None,  # default: runs/<config name>-<timestamp>
+    "progress_bar": True,
+}
+ALGOS = ("metasgd", "maml")
+#: MAML fixes these constructor arguments (one untrained scalar α); its configs must not set them
+MAML_FIXED = ("alpha_granularity", "learn_alpha")
+#: the only keys ``--set`` may change when resuming: they do not change what the iterations compute
+RESUME_MUTABLE = ("iterations", "checkpoint_every", "eval_every", "progress_bar")
+
+
+class ConfigError(ValueError):
+    """A bad config: the message is one line naming the key, the value and what is allowed."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+# -- YAML ---------------------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-5`` / ``3E4`` (no dot) as floats."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML safely (no arbitrary objects), with exponent-only floats read as numbers."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
+
+
+def yaml_dump(config: Mapping[str, Any]) -> str:
+    """YAML text of a resolved config, keys in schema order, short lists inline."""
+    return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None, allow_unicode=True)
+
+
+# -- validators: each takes (key, value) and returns the normalised value or raises ConfigError -------------
+
+Validator = Callable[[str, Any], Any]
+
+
+def _bad(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{key}={value!r} is not allowed; use {allowed}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def integer(minimum: int | None = None) -> Validator:
+    """An int (not a bool, not a float) that is at least ``minimum``."""
+    allowed = "an integer" if minimum is None else f"an integer >= {minimum}"
+
+    def check(key: str, value: Any) -> int:
+        if not _is_int(value) or (minimum is not None and value < minimum):
+            raise _bad(key, value, allowed)
+        return int(value)
+
+    return check
+
+
+def number(low: float | None = None, high: float | None = None, positive: bool = False) -> Validator:
+    """A finite int or float (not a bool) within ``[low, high]`` (or ``> 0`` with ``positive``)."""
+    if positive:
+        allowed = "a positive number"
+    elif low is not None and high is not None:
+        allowed = f"a number in [{low:g}, {high:g}]"
+    else:
+        allowed = "a finite number"
+
+    def check(key: str, value: Any) -> float:
+        ok = _is_number(value) and math.isfinite(value)
+        ok = ok and (low is None or value >= low) and (high is None or value <= high) and (not positive or value > 0)
+        if not ok:
+            raise _bad(key, value, allowed)
+        return float(value)
+
+    return check
+
+
+def boolean() -> Validator:
+    def check(key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _bad(key, value, "true or false")
+        return value
+
+    return check
+
+
+def string(nullable: bool = False) -> Validator:
+    def check(key: str, value: Any) -> str | None:
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise _bad(key, value, "a non-empty string" + (" or null" if nullable else ""))
+        return value
+
+    return check
+
+
+def choice(options: Iterable[str]) -> Validator:
+    options = list(options)
+
+    def check(key: str, value: Any) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise _bad(key, value, f"one of {options}")
+        return value
+
+    return check
+
+
+def mapping() -> Validator:
+    def check(key: str, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise _bad(key, value, "a mapping of names to values")
+        return dict(value)
+
+    return check
+
+
+def int_list(minimum: int = 1) -> Validator:
+    def check(key: str, value: Any) -> list[int]:
+        if not isinstance(value, (list, tuple)) or not all(_is_int(v) and v >= minimum for v in value):
+            raise _bad(key, value, f"a list of integers >= {minimum}, e.g. [100, 100]")
+        return [int(v) for v in value]
+
+    return check
+
+
+def optional(validator: Validator) -> Validator:
+    def check(key: str, value: Any) -> Any:
+        return None if value is None else validator(key, value)
+
+    return check
+
+
+def _inferred(default: Any) -> Validator:
+    """A validator for a constructor argument the schema does not know, from its default's type."""
+    if isinstance(default, bool):
+        return boolean()
+    if isinstance(default, int):
+        return integer()
+    if isinstance(default, float):
+        return number()
+    if isinstance(default, str):
+        return string()
+    if default is None:
+        return lambda key, value: value
+    return lambda key, value: value
+
+
+def _device(key: str, value: Any) -> str:
+    import torch
+
+    string()(key, value)
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError) as err:
+        raise _bad(key, value, "a torch device such as 'cpu' or 'cuda'") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise _bad(key, value, "'cpu' (CUDA is not available on this machine)")
+    return value
+
+
+# -- the schema ---------------------------------------------------------------------------------------------
+
+
+def _model_validators() -> dict[str, Validator]:
+    from metasgd_rl.advantages import BASELINES
+    from metasgd_rl.estimators import ESTIMATORS
+    from metasgd_rl.outer import OUTER_OPTIMIZERS
+    from metasgd_rl.step_sizes import GRANULARITIES
+
+    return {
+        "family": string(),
+        "family_kwargs": mapping(),
+        "policy_kwargs": mapping(),
+        "meta_batch_size": integer(1),
+        "episodes_per_task": integer(1),
+        "inner_steps": integer(1),
+        "alpha_init": number(),
+        "alpha_granularity": choice(GRANULARITIES),
+        "alpha_per_step": boolean(),
+        "learn_alpha": boolean(),
+        "first_order": boolean(),
+        "estimator": choice(ESTIMATORS),
+        "outer": choice(OUTER_OPTIMIZERS),
+        "outer_kwargs": mapping(),
+        "baseline": choice(BASELINES),
+        "gamma": number(0.0, 1.0),
+        "gae_lambda": number(0.0, 1.0),
+        "normalize_advantages": boolean(),
+        "seed": integer(0),
+        "device": _device,
+    }
+
+
+RUN_VALIDATORS: dict[str, Validator] = {
+    "algo": choice(ALGOS),
+    "iterations": integer(1),
+    "checkpoint_every": integer(1),
+    "eval_every": integer(0),
+    "eval_tasks": integer(1),
+    "run_dir": string(nullable=True),
+    "progress_bar": boolean(),
+}
+
+
+def model_defaults() -> dict[str, Any]:
+    """The model's constructor arguments and their defaults, read from ``MetaSGD.__init__`` (one source)."""
+    from metasgd_rl.model import MetaSGD
+
+    params = inspect.signature(MetaSGD.__init__).parameters
+    return {
+        name: p.default for name, p in params.items()
+        if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def schema(algo: str = "metasgd") -> dict[str, tuple[Validator, Any]]:
+    """Every allowed key of a config for ``algo``, with its validator and default, in output order."""
+    known = _model_validators()
+    keys: dict[str, tuple[Validator, Any]] = {k: (RUN_VALIDATORS[k], d) for k, d in RUN_DEFAULTS.items()}
+    for name, default in model_defaults().items():
+        if algo == "maml" and name in MAML_FIXED:
+            continue
+        keys[name] = (known.get(name) or _inferred(default), default)
+    return keys
+
+
+def _unknown_key(key: str, value: Any, allowed: Iterable[str], where: str = "") -> ConfigError:
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown key {key!r} (value {value!r}){where}{hint} Allowed keys: {', '.join(allowed)}")
+
+
+# -- nested sections ----------------------------------------------------------------------------------------
+
+
+def _resolve_policy_kwargs(given: Mapping[str, Any]) -> dict[str, Any]:
+    from metasgd_rl.model import DEFAULT_POLICY_KWARGS
+    from metasgd_rl.policies import ACTIVATIONS
+
+    validators: dict[str, Validator] = {
+        "hidden_sizes": int_list(1),
+        "activation": choice(sorted(ACTIVATIONS)),
+        "init_std": number(positive=True),
+        "learn_std": boolean(),
+    }
+    out = {k: list(v) if isinstance(v, tuple) else v for k, v in DEFAULT_POLICY_KWARGS.items()}
+    for key, value in given.items():
+        if key not in DEFAULT_POLICY_KWARGS:
+            raise _unknown_key(f"policy_kwargs.{key}", value, DEFAULT_POLICY_KWARGS)
+        validate = validators.get(key) or _inferred(DEFAULT_POLICY_KWARGS[key])
+        out[key] = validate(f"policy_kwargs.{key}", value)
+    return out
+
+
+def _resolve_outer_kwargs(outer: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Known keys and types from the optimiser's ``DEFAULTS``; ranges from constructing it on a dummy tensor."""
+    import torch
+
+    from metasgd_rl.outer import OUTER_OPTIMIZERS
+
+    cls = OUTER_OPTIMIZERS[outer]
+    defaults: dict[str, Any] = dict(getattr(cls, "DEFAULTS", {}))
+    out = dict(defaults)
+    for key, value in given.items():
+        if key not in defaults:
+            raise _unknown_key(f"outer_kwargs.{key}", value, defaults, where=f" for outer {outer!r}")
+        default = defaults[key]
+        if default is None or isinstance(default, float):
+            validate = optional(number()) if default is None else number()
+        else:
+            validate = _inferred(default)
+        out[key] = validate(f"outer_kwargs.{key}", value)
+    try:
+        cls([torch.nn.Parameter(torch.zeros(1))], **out)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"outer_kwargs for outer {outer!r}: {err}") from err
+    return out
+
+
+def _resolve_family(family: str, family_kwargs: Mapping[str, Any]) -> None:
+    from metasgd_rl.registry import list_task_families, make_task_family
+
+    registered = list_task_families()
+    if family not in registered:
+        close = difflib.get_close_matches(family, registered, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"family={family!r} is not allowed; use a registered task family{hint}: "
+                          f"{', '.join(registered) or '(none registered)'}")
+    try:
+        make_task_family(family, **family_kwargs)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"family_kwargs={dict(family_kwargs)!r} is not allowed for family {family!r}: {err}") \
+            from err
+
+
+# -- resolution ---------------------------------------------------------------------------------------------
+
+
+def default_run_dir(name: str) -> str:
+    """``runs/<name>-<YYYYmmdd-HHMMSS>``, with a numeric suffix if that folder already exists."""
+    stem = f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, n = stem, 1
+    while Path(candidate).exists():
+        candidate, n = f"{stem}-{n}", n + 1
+    return candidate
+
+
+def resolve_config(raw: Mapping[str, Any], name: str = "run") -> dict[str, Any]:
+    """Validate ``raw`` and return the complete config (every key, defaults filled in).
+
+    Raises :class:`ConfigError` on the first unknown key, wrong type, out-of-range value or a model the
+    arguments cannot build. Writes nothing.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"a config must be a mapping of keys to values, got {type(raw).__name__}")
+    algo = choice(ALGOS)("algo", raw.get("algo", RUN_DEFAULTS["algo"]))
+    keys = schema(algo)
+    for key, value in raw.items():
+        if key not in keys:
+            if algo == "maml" and key in MAML_FIXED:
+                raise ConfigError(f"{key}={value!r} is not allowed with algo 'maml' (MAML's α is one fixed "
+                                  "scalar); remove it, or use algo 'metasgd'")
+            raise _unknown_key(str(key), value, keys)
+    if raw.get("iterations") is None:
+        raise ConfigError("iterations is missing; use an integer >= 1 (in the config or --set iterations=N)")
+    config: dict[str, Any] = {}
+    for key, (validate, default) in keys.items():
+        value = raw[key] if key in raw else copy.deepcopy(default)
+        config[key] = validate(key, value)
+    config["policy_kwargs"] = _resolve_policy_kwargs(config["policy_kwargs"])
+    config["outer_kwargs"] = _resolve_outer_kwargs(config["outer"], config["outer_kwargs"])
+    _resolve_family(config["family"], config["family_kwargs"])
+    if config["run_dir"] is None:
+        config["run_dir"] = default_run_dir(name)
+    try:
+        build_model(config)  # whatever the model still refuses; builds in memory only
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"invalid configuration: {err}") from err
+    return config
+
+
+def model_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments in a resolved config."""
+    return {k: copy.deepcopy(v) for k, v in config.items() if k not in RUN_DEFAULTS}
+
+
+def model_class(algo: str) -> type:
+    from metasgd_rl.model import MAML, MetaSGD
+
+    return {"metasgd": MetaSGD, "maml": MAML}[algo]
+
+
+def build_model(config: Mapping[str, Any]):
+    """A fresh model from a resolved config."""
+    return model_class(config["algo"])(**model_kwargs(config))
+
+
+# -- files and overrides ------------------------------------------------------------------------------------
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """``"outer_kwargs.max_kl=0.02"`` -> ``(["outer_kwargs", "max_kl"], 0.02)``; the value is YAML."""
+    key, sep, text = item.partition("=")
+    path = key.strip().split(".")
+    if not sep or not all(path):
+        raise ConfigError(f"--set {item!r} is not allowed; use KEY=VALUE, e.g. --set gamma=0.95 or "
+                          "--set outer_kwargs.max_kl=0.02")
+    try:
+        value = yaml_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}={text!r}: the value is not valid YAML ({' '.join(str(err).split())})") \
+            from err
+    return path, value
+
+
+def apply_overrides(raw: Mapping[str, Any], sets: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with each ``KEY=VALUE`` of ``sets`` applied (dots reach into nested mappings)."""
+    out = copy.deepcopy(dict(raw))
+    for item in sets:
+        path, value = parse_set(item)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                prefix = ".".join(path[: i + 1])
+                raise ConfigError(f"--set {item!r}: {prefix}={child!r} is not a mapping, so it has no key "
+                                  f"{path[i + 1]!r}")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def read_yaml_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file (empty file: ``{}``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"config file {str(path)!r} cannot be read ({err.strerror or err})") from err
+    try:
+        data = yaml_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {' '.join(str(err).split())}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values, "
+                          f"not a {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, sets: Iterable[str] = (), run_dir: str | None = None) -> dict[str, Any]:
+    """Read a YAML config, apply ``--set`` overrides (and ``--run-dir``), and resolve it."""
+    raw = apply_overrides(read_yaml_file(path), sets)
+    if run_dir is not None:
+        raw["run_dir"] = run_dir
+    return resolve_config(raw, name=Path(path).stem)
