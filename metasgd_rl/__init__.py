@@ -3,6 +3,7 @@
 from metasgd_rl.advantages import compute_advantages
 from metasgd_rl.checks import TaskFamilyCheckError, check_task_family
 from metasgd_rl.estimators import AdvantageConfig, MetaBatch, meta_objective
+from metasgd_rl.evaluation import AdaptationResult, evaluate_adaptation
 from metasgd_rl.family import EpisodeVectorEnv, Task, TaskFamily
 from metasgd_rl.model import MAML, AdaptedPolicy, MetaSGD
 from metasgd_rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, make_policy
@@ -12,6 +13,7 @@ from metasgd_rl.step_sizes import StepSizes
 
 __all__ = [
     "MAML",
+    "AdaptationResult",
     "AdaptedPolicy",
     "AdvantageConfig",
     "CategoricalMLPPolicy",
@@ -26,6 +28,7 @@ __all__ = [
     "TaskFamilyCheckError",
     "check_task_family",
     "compute_advantages",
+    "evaluate_adaptation",
     "list_task_families",
     "make_policy",
     "make_task_family",

@@ -67,9 +67,17 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
 
 
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that writes lists inline (``hidden_sizes: [100, 100]``) and mappings as blocks."""
+
+
+_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=True))
+
+
 def yaml_dump(config: Mapping[str, Any]) -> str:
-    """YAML text of a resolved config, keys in schema order, short lists inline."""
-    return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None, allow_unicode=True)
+    """YAML text of a resolved config, keys in schema order."""
+    return yaml.dump(dict(config), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
 # -- validators: each takes (key, value) and returns the normalised value or raises ConfigError -------------
@@ -188,9 +196,7 @@ def _inferred(default: Any) -> Validator:
         return number()
     if isinstance(default, str):
         return string()
-    if default is None:
-        return lambda key, value: value
-    return lambda key, value: value
+    return lambda key, value: value  # None or a structured default: the model checks it
 
 
 def _device(key: str, value: Any) -> str:
@@ -265,7 +271,11 @@ def schema(algo: str = "metasgd") -> dict[str, tuple[Validator, Any]]:
     """Every allowed key of a config for ``algo``, with its validator and default, in output order."""
     known = _model_validators()
     keys: dict[str, tuple[Validator, Any]] = {k: (RUN_VALIDATORS[k], d) for k, d in RUN_DEFAULTS.items()}
-    for name, default in model_defaults().items():
+    defaults = model_defaults()
+    if "family_kwargs" in defaults:  # next to family in resolved configs
+        defaults = {"family": defaults.pop("family", None), "family_kwargs": defaults.pop("family_kwargs"),
+                    **defaults}
+    for name, default in defaults.items():
         if algo == "maml" and name in MAML_FIXED:
             continue
         keys[name] = (known.get(name) or _inferred(default), default)
@@ -275,7 +285,7 @@ def schema(algo: str = "metasgd") -> dict[str, tuple[Validator, Any]]:
 def _unknown_key(key: str, value: Any, allowed: Iterable[str], where: str = "") -> ConfigError:
     allowed = sorted(allowed)
     close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = f"; did you mean {close[0]!r}?" if close else "."
     return ConfigError(f"unknown key {key!r} (value {value!r}){where}{hint} Allowed keys: {', '.join(allowed)}")
 
 
@@ -312,7 +322,8 @@ def _resolve_outer_kwargs(outer: str, given: Mapping[str, Any]) -> dict[str, Any
     out = dict(defaults)
     for key, value in given.items():
         if key not in defaults:
-            raise _unknown_key(f"outer_kwargs.{key}", value, defaults, where=f" for outer {outer!r}")
+            raise ConfigError(f"{_unknown_key(f'outer_kwargs.{key}', value, defaults, where=f' for outer {outer!r}')} "
+                              "(outer_kwargs belong to the outer optimiser: --set outer_kwargs={} resets them)")
         default = defaults[key]
         if default is None or isinstance(default, float):
             validate = optional(number()) if default is None else number()
@@ -322,7 +333,10 @@ def _resolve_outer_kwargs(outer: str, given: Mapping[str, Any]) -> dict[str, Any
     try:
         cls([torch.nn.Parameter(torch.zeros(1))], **out)
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"outer_kwargs for outer {outer!r}: {err}") from err
+        message = str(err)
+        if message.startswith("outer_kwargs "):  # the optimiser's "outer_kwargs max_kl=-1 is not allowed; ..."
+            raise ConfigError(f"outer_kwargs.{message[len('outer_kwargs '):]} (outer {outer!r})") from err
+        raise ConfigError(f"outer_kwargs for outer {outer!r}: {message}") from err
     return out
 
 
@@ -337,6 +351,8 @@ def _resolve_family(family: str, family_kwargs: Mapping[str, Any]) -> None:
                           f"{', '.join(registered) or '(none registered)'}")
     try:
         make_task_family(family, **family_kwargs)
+    except ImportError as err:
+        raise ConfigError(f"family={family!r} cannot be used: {err}") from err
     except (ValueError, TypeError) as err:
         raise ConfigError(f"family_kwargs={dict(family_kwargs)!r} is not allowed for family {family!r}: {err}") \
             from err
@@ -417,8 +433,8 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     try:
         value = yaml_load(text) if text.strip() else None
     except yaml.YAMLError as err:
-        raise ConfigError(f"--set {key}={text!r}: the value is not valid YAML ({' '.join(str(err).split())})") \
-            from err
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"--set {key}={text!r} is not allowed: the value is not valid YAML ({problem})") from err
     return path, value
 
 

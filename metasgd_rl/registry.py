@@ -161,3 +161,16 @@ def make_task_family(family_id: str, **kwargs: Any) -> TaskFamily:
     family.id = family_id
     family.make_kwargs = dict(kwargs)  # so that a saved model can rebuild the same family
     return family
+
+
+def describe_task_family(family_id: str) -> str:
+    """First line of the docstring of the class (or factory) registered as ``family_id``, imported but not built.
+
+    Raises :class:`UnknownTaskFamilyError` for an unknown id and ``ImportError`` for a broken entry point.
+    """
+    _load_plugins()
+    spec = _REGISTRY.get(family_id)
+    if spec is None:
+        raise UnknownTaskFamilyError(f"unknown task family {family_id!r}")
+    doc = (_resolve(spec).__doc__ or "").strip()
+    return doc.splitlines()[0].strip() if doc else ""

@@ -1,0 +1,376 @@
+"""A training run and its directory: config, metrics, TensorBoard events, checkpoints; exact resume.
+
+Layout of a run directory::
+
+    config.yaml        the resolved config (every default filled in); ``--resume`` reads it
+    metrics.csv        one row per iteration: loss, pre/post returns, seconds, outer/*, alpha/*, eval/*
+    tasks.jsonl        the tasks of every iteration, one JSON line per iteration
+    events.out.tfevents.*   the same scalars for TensorBoard (``tensorboard --logdir runs``)
+    checkpoint.pt      θ, α, the outer optimiser's state and the iteration, every ``checkpoint_every``
+                       iterations and at the end (tensors + JSON: ``torch.load(..., weights_only=True)``)
+    final.pt           the same, written once ``iterations`` are done
+
+Every file except the two append-only logs is written atomically (temporary file + rename), so a SIGKILL at
+any moment leaves the previous checkpoint intact and loses at most the iterations since it. Each
+iteration's randomness derives only from (seed, iteration), so :meth:`Run.resume` — which truncates the
+logs back to the checkpoint's iteration and continues from there — reproduces an uninterrupted run's
+metrics and parameters exactly. TensorBoard events are appended, not truncated: a resumed run's writer uses
+``purge_step`` so TensorBoard discards the events of the repeated iterations.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metasgd_rl.callbacks import BaseCallback, CallbackLike
+from metasgd_rl.config import (
+    RESUME_MUTABLE,
+    ConfigError,
+    apply_overrides,
+    build_model,
+    load_config,
+    model_class,
+    read_yaml_file,
+    resolve_config,
+    yaml_dump,
+)
+from metasgd_rl.evaluation import evaluate_adaptation
+from metasgd_rl.io import atomic_write_text
+from metasgd_rl.model import MetaSGD
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+TASKS_FILE = "tasks.jsonl"
+CHECKPOINT_FILE = "checkpoint.pt"
+FINAL_FILE = "final.pt"
+#: spawn key of the held-out evaluation's seed under the run's seed (the model uses keys 0..4)
+EVAL_STREAM = 1000
+
+_TB_TAGS = {"loss": "train/loss", "pre_return": "train/pre_return", "post_return": "train/post_return",
+            "update_rejected": "train/update_rejected", "seconds": "time/seconds_per_iteration"}
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be continued (not a config problem: e.g. an unreadable checkpoint)."""
+
+
+# -- append-only logs ---------------------------------------------------------------------------------------
+
+
+def complete_lines(path: Path) -> list[str]:
+    """The newline-terminated lines of ``path`` (a last line cut by a kill is dropped); [] if missing."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    return lines
+
+
+def fsync_file(path: Path) -> None:
+    """Push ``path``'s written data to disk (appended logs, before a checkpoint refers to them)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return str(value)
+
+
+def _up_to(row: Any, iteration: int) -> bool:
+    """Whether a logged row belongs to an iteration ``<= iteration`` (malformed rows do not)."""
+    try:
+        return int(row["iteration"]) <= iteration
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+class CsvLog:
+    """``metrics.csv``: rows appended one per iteration; a row with new columns rewrites the file (atomically)
+    with the wider header, earlier rows leaving those cells empty."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fields, _ = self.read()
+
+    def read(self) -> tuple[list[str], list[dict[str, str]]]:
+        """Header and complete rows."""
+        reader = csv.reader(complete_lines(self.path))
+        header = next(reader, [])
+        return header, [dict(zip(header, r, strict=True)) for r in reader if len(r) == len(header)]
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        new = [k for k in row if k not in self.fields]
+        if new or not self.path.exists():
+            header, rows = self.read()
+            self.fields = header + [k for k in row if k not in header]
+            self._rewrite([*rows, row])
+            return
+        with open(self.path, "a", encoding="utf-8", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerow([_format(row.get(k)) for k in self.fields])
+
+    def truncate(self, iteration: int) -> None:
+        """Keep the rows of iterations ``<= iteration`` (and a cut last line goes)."""
+        header, rows = self.read()
+        if header:
+            self.fields = header
+            self._rewrite([r for r in rows if _up_to(r, iteration)])
+        elif self.path.exists():
+            self.path.unlink()
+
+    def _rewrite(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.fields)
+        for row in rows:
+            writer.writerow([_format(row.get(k)) for k in self.fields])
+        atomic_write_text(self.path, buffer.getvalue())
+
+
+class JsonlLog:
+    """``tasks.jsonl``: one JSON object per line, appended."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> list[dict[str, Any]]:
+        out = []
+        for line in complete_lines(self.path):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate(self, iteration: int) -> None:
+        kept = [r for r in self.read() if isinstance(r, dict) and _up_to(r, iteration)]
+        if kept or self.path.exists():
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+# -- the run ------------------------------------------------------------------------------------------------
+
+
+def _config_text(config: Mapping[str, Any]) -> str:
+    header = ("# metasgd-rl: the resolved config of this run (every default filled in).\n"
+              "# Continue it with: metasgd-rl train --resume <this directory> [--set iterations=N]\n")
+    return header + yaml_dump(config)
+
+
+def _scalars(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The numeric entries of a train_step info dict (everything but the tasks), iteration first."""
+    row: dict[str, Any] = {"iteration": int(info["iteration"])}
+    for key, value in info.items():
+        if key not in row and isinstance(value, (int, float, bool, np.number, np.bool_)):
+            row[key] = value
+    return row
+
+
+class _RunLogger(BaseCallback):
+    def __init__(self, run: Run):
+        self.run = run
+
+    def on_iteration_end(self, model: MetaSGD, info: dict[str, Any]) -> bool:
+        self.run.log_iteration(info)
+        return True
+
+
+class Run:
+    """One training run in one directory. Make it with :meth:`create` or :meth:`resume`, then :meth:`train`."""
+
+    def __init__(self, directory: Path, config: dict[str, Any], model: MetaSGD, resumed: bool = False,
+                 has_checkpoint: bool = False):
+        self.directory, self.config, self.model, self.resumed = Path(directory), config, model, resumed
+        self.metrics = CsvLog(self.directory / METRICS_FILE)
+        self.tasks = JsonlLog(self.directory / TASKS_FILE)
+        self._last_checkpoint: int | None = model.iteration if has_checkpoint else None
+        self._writer: Any = None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.directory / CHECKPOINT_FILE
+
+    @property
+    def final_path(self) -> Path:
+        return self.directory / FINAL_FILE
+
+    # -- construction ------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, config: Mapping[str, Any]) -> Run:
+        """A new run of a resolved config in ``config["run_dir"]`` (which must not exist or be empty).
+
+        Everything is checked before the directory and its ``config.yaml`` are written.
+        """
+        config = dict(config)
+        directory = Path(config["run_dir"])
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            raise ConfigError(f"run_dir={str(directory)!r} is not allowed: it already exists and is not empty; "
+                              f"use a new run_dir (--run-dir) or continue that run with --resume {directory}")
+        model = build_model(config)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / CONFIG_FILE, _config_text(config))
+        return cls(directory, config, model)
+
+    @classmethod
+    def resume(cls, directory: str | os.PathLike, sets: Iterable[str] = (),
+               config_path: str | os.PathLike | None = None) -> Run:
+        """Continue the run in ``directory`` from its ``checkpoint.pt`` (from iteration 0 if there is none).
+
+        ``config_path`` (optional) and ``sets`` may change only the
+        :data:`~metasgd_rl.config.RESUME_MUTABLE` keys (``iterations``, ...); any other key they give must
+        equal the run's. Everything is checked first; then stale temporary files of interrupted writes are
+        removed, the logs are truncated to the checkpoint's iteration and ``config.yaml`` is updated.
+        """
+        directory = Path(directory)
+        config_file = directory / CONFIG_FILE
+        if not config_file.is_file():
+            raise ConfigError(f"--resume {str(directory)!r} is not allowed: it has no {CONFIG_FILE}; use a run "
+                              "directory written by 'metasgd-rl train'")
+        saved = resolve_config(read_yaml_file(config_file))
+        config = _resume_config(saved, directory, list(sets), config_path)
+        has_checkpoint = (directory / CHECKPOINT_FILE).is_file()
+        model = _load_checkpoint(directory / CHECKPOINT_FILE, config) if has_checkpoint else build_model(config)
+        if model.iteration > config["iterations"]:
+            raise ConfigError(f"iterations={config['iterations']} is not allowed: the checkpoint is at iteration "
+                              f"{model.iteration}; use an integer >= {model.iteration}")
+        run = cls(directory, config, model, resumed=True, has_checkpoint=has_checkpoint)
+        run._remove_temporary_files()
+        run.metrics.truncate(model.iteration)
+        run.tasks.truncate(model.iteration)
+        if any(config[k] != saved[k] for k in RESUME_MUTABLE):
+            atomic_write_text(config_file, _config_text(config))
+        return run
+
+    # -- training -----------------------------------------------------------------------------------------
+    def train(self, callback: CallbackLike = None) -> MetaSGD:
+        """Train until ``iterations``, logging every iteration and checkpointing as configured.
+
+        Writes ``checkpoint.pt`` (and ``final.pt`` once all iterations are done) when training ends normally,
+        including a stop asked for by ``callback``; after an exception nothing more is written, and
+        :meth:`resume` continues from the last periodic checkpoint.
+        """
+        model = self.model
+        remaining = self.config["iterations"] - model.iteration
+        self._writer = self._open_writer()
+        try:
+            if remaining > 0:
+                callbacks: list[Any] = [_RunLogger(self)] + ([callback] if callback is not None else [])
+                model.learn(remaining, callback=callbacks, progress_bar=self.config["progress_bar"])
+            if self._last_checkpoint != model.iteration:
+                self.save_checkpoint()
+            if model.iteration >= self.config["iterations"]:
+                model.save(self.final_path)
+        finally:
+            self._writer.close()
+            self._writer = None
+        return model
+
+    def log_iteration(self, info: Mapping[str, Any]) -> None:
+        """Record one iteration (metrics row, tasks line, TensorBoard), evaluate and checkpoint when due."""
+        row = _scalars(info)
+        iteration = row["iteration"]
+        every = self.config["eval_every"]
+        if every and iteration % every == 0:
+            row.update(self.evaluate())
+        self.metrics.append(row)
+        self.tasks.append({"iteration": iteration, "tasks": info.get("tasks", [])})
+        if self._writer is not None:
+            for key, value in row.items():
+                if key != "iteration" and math.isfinite(float(value)):
+                    self._writer.add_scalar(_TB_TAGS.get(key, key), float(value), iteration)
+        if iteration % self.config["checkpoint_every"] == 0:
+            self.save_checkpoint()
+
+    def evaluate(self) -> dict[str, float]:
+        """Mean return on ``eval_tasks`` held-out tasks before and after the training number of inner steps.
+
+        Tasks and rollouts come from a fixed seed derived from the run's seed, so successive evaluations
+        differ only by θ and α, and a resumed run reproduces them.
+        """
+        seed = np.random.SeedSequence(self.config["seed"], spawn_key=(EVAL_STREAM,))
+        result = evaluate_adaptation(self.model, n_tasks=self.config["eval_tasks"], steps=self.model.inner_steps,
+                                     episodes=self.model.episodes_per_task, split="test", seed=seed)
+        means = result.mean()
+        return {"eval/pre_return": float(means[0]), "eval/post_return": float(means[-1])}
+
+    def save_checkpoint(self) -> Path:
+        """Flush the logs to disk, then write ``checkpoint.pt`` atomically."""
+        fsync_file(self.metrics.path)
+        fsync_file(self.tasks.path)
+        if self._writer is not None:
+            self._writer.flush()
+        path = self.model.save(self.checkpoint_path)
+        self._last_checkpoint = self.model.iteration
+        return path
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _open_writer(self) -> Any:
+        from torch.utils.tensorboard import SummaryWriter
+
+        purge = self.model.iteration + 1 if self.resumed else None
+        return SummaryWriter(log_dir=str(self.directory), purge_step=purge)
+
+    def _remove_temporary_files(self) -> None:
+        for name in (CONFIG_FILE, METRICS_FILE, TASKS_FILE, CHECKPOINT_FILE, FINAL_FILE):
+            for tmp in self.directory.glob(f".{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _resume_config(saved: dict[str, Any], directory: Path, sets: list[str],
+                   config_path: str | os.PathLike | None) -> dict[str, Any]:
+    """The run's config with the ``RESUME_MUTABLE`` values of ``config_path`` and ``sets`` (if given).
+
+    Any other key that ``config_path`` or ``sets`` give a different value from the run's is refused: it
+    would silently give a run that is neither the old one nor a fresh one.
+    """
+    if config_path is not None:
+        given = load_config(config_path, sets, run_dir=saved["run_dir"])
+        source = f" (from {os.fspath(config_path)!r}{' and --set' if sets else ''})"
+    else:
+        given = resolve_config(apply_overrides(saved, sets))
+        source = " (from --set)"
+    for key, value in given.items():
+        if key not in RESUME_MUTABLE and key != "run_dir" and value != saved.get(key):
+            raise ConfigError(f"{key}={value!r}{source} is not allowed with --resume: the run has "
+                              f"{key}={saved.get(key)!r}; only {', '.join(RESUME_MUTABLE)} may change")
+    return {**saved, **{k: given[k] for k in RESUME_MUTABLE}, "run_dir": str(directory)}
+
+
+def _load_checkpoint(path: Path, config: Mapping[str, Any]) -> MetaSGD:
+    try:
+        model = MetaSGD.load(path)
+    except Exception as err:  # a checkpoint is only ever replaced atomically: report, do not guess
+        raise RunError(f"cannot load {path}: {type(err).__name__}: {err}") from err
+    expected = model_class(config["algo"])
+    if type(model) is not expected:
+        raise RunError(f"{path} holds a {type(model).__name__} model but the run's algo is {config['algo']!r}")
+    return model

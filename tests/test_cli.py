@@ -1,0 +1,167 @@
+"""The metasgd-rl command: config validation (exit 2, one line, nothing written), a smoke run, help, configs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metasgd_rl.cli import main
+from metasgd_rl.config import ConfigError, load_config, read_yaml_file, resolve_config
+from tests.tiny_config import TINY, load_state, metrics_rows, write_config
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "metasgd-rl"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+# -- bad configs ---------------------------------------------------------------------------------------------
+
+# (how the bad value is given, the change, strings the one-line message must contain)
+BAD = [
+    ("file", dict(gama=0.9), ["'gama'", "0.9", "did you mean 'gamma'"]),
+    ("file", dict(meta_batch_size="two"), ["meta_batch_size='two'", "integer"]),
+    ("file", dict(iterations=True), ["iterations=True", "integer >= 1"]),
+    ("file", dict(gamma=1.5), ["gamma=1.5", "[0, 1]"]),
+    ("file", dict(estimator="foo"), ["estimator='foo'", "'lvc'", "'dice'"]),
+    ("file", dict(outer="sgd"), ["outer='sgd'", "'trpo'", "'adam'"]),
+    ("file", dict(family="Navigation3D-v0"), ["family='Navigation3D-v0'", "Navigation2D-v0"]),
+    ("file", dict(outer_kwargs=dict(lr=-0.1)), ["outer_kwargs.lr=-0.1", "positive"]),
+    ("file", dict(outer_kwargs=dict(max_kl=0.01)), ["'outer_kwargs.max_kl'", "0.01", "lr, max_grad_norm"]),
+    ("file", dict(policy_kwargs=dict(hidden_sizes=[0])), ["policy_kwargs.hidden_sizes=[0]", "integers >= 1"]),
+    ("set", "gamma=1.5", ["gamma=1.5", "[0, 1]"]),
+    ("set", "outer=trpo", ["'outer_kwargs.lr'", "0.01", "max_kl"]),  # Adam's kwargs do not fit TRPO
+    ("set", "outer_kwargs.lr=abc", ["outer_kwargs.lr='abc'", "number"]),
+    ("set", "checkpoint_every=0", ["checkpoint_every=0", "integer >= 1"]),
+    ("set", "seed=-3", ["seed=-3", "integer >= 0"]),
+    ("set", "nosuchkey", ["'nosuchkey'", "KEY=VALUE"]),
+]
+
+
+@pytest.mark.parametrize("how, change, expected", BAD, ids=[str(c) for _, c, _ in BAD])
+def test_a_bad_config_exits_2_with_one_line_naming_key_and_value_and_writes_nothing(
+        tmp_path, monkeypatch, capsys, how, change, expected):
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path / "bad.yaml", **(change if how == "file" else {}))
+    argv = ["train", str(config)] + (["--set", change] if how == "set" else [])
+    before = files_under(tmp_path)
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert err.startswith("metasgd-rl: error: ")
+    for part in expected:
+        assert part in err, (part, err)
+    assert files_under(tmp_path) == before  # no run directory, no file
+
+
+def test_the_console_script_exits_2_on_a_bad_config(tmp_path):
+    config = write_config(tmp_path / "bad.yaml")
+    proc = subprocess.run([str(CONSOLE_SCRIPT), "train", str(config), "--set", "estimator=foo"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "metasgd-rl: error: estimator='foo' is not allowed; use one of ['maml', 'lvc', 'dice']"]
+    assert files_under(tmp_path) == {"bad.yaml"}
+
+
+def test_a_missing_config_file_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "nope.yaml"]) == 2
+    assert "'nope.yaml'" in capsys.readouterr().err
+    assert files_under(tmp_path) == set()
+
+
+def test_set_reaches_nested_keys_and_reads_exponent_floats(tmp_path):
+    config = write_config(tmp_path / "c.yaml", outer="trpo", outer_kwargs=None)
+    resolved = load_config(config, ["outer_kwargs.cg_damping=1e-4", "policy_kwargs.hidden_sizes=[8, 8]",
+                                    "family_kwargs.max_episode_steps=20"], run_dir=str(tmp_path / "r"))
+    assert resolved["outer_kwargs"]["cg_damping"] == 1e-4 and resolved["outer_kwargs"]["max_kl"] == 0.01
+    assert resolved["policy_kwargs"]["hidden_sizes"] == [8, 8] and resolved["policy_kwargs"]["activation"] == "relu"
+    assert resolved["family_kwargs"] == {"max_episode_steps": 20}
+    with pytest.raises(ConfigError, match=r"alpha_granularity='element' is not allowed with algo 'maml'"):
+        resolve_config({**TINY, "algo": "maml", "alpha_granularity": "element"})
+    assert not (tmp_path / "r").exists()
+
+
+# -- shipped configs -----------------------------------------------------------------------------------------
+
+
+def test_the_shipped_configs_validate(tmp_path):
+    paths = sorted(CONFIGS.glob("*.yaml"))
+    assert {p.name for p in paths} >= {"navigation2d-metasgd.yaml", "navigation2d-maml.yaml",
+                                       "navigation2d-randomstart-metasgd.yaml"}
+    for path in paths:
+        raw = read_yaml_file(path)
+        config = load_config(path, run_dir=str(tmp_path / path.stem))
+        assert all(config[k] == v for k, v in raw.items() if not isinstance(v, dict)), path
+    assert list(tmp_path.iterdir()) == []  # validating writes nothing
+
+
+@pytest.mark.parametrize("name, algo", [("navigation2d-metasgd", "metasgd"), ("navigation2d-maml", "maml")])
+def test_the_navigation_configs_follow_the_maml_metasgd_protocol(tmp_path, name, algo):
+    config = load_config(CONFIGS / f"{name}.yaml", run_dir=str(tmp_path / "r"))
+    assert config["algo"] == algo and config["family"] == "Navigation2D-v0"
+    assert (config["meta_batch_size"], config["episodes_per_task"], config["inner_steps"]) == (20, 20, 1)
+    assert config["alpha_init"] == 0.1 and config["iterations"] == 500
+    assert config["policy_kwargs"]["hidden_sizes"] == [100, 100] and config["policy_kwargs"]["activation"] == "relu"
+    assert config["outer"] == "trpo"
+    assert {k: config["outer_kwargs"][k] for k in ("max_kl", "cg_iters", "cg_damping", "ls_steps", "ls_ratio")} == \
+        dict(max_kl=0.01, cg_iters=10, cg_damping=1e-5, ls_steps=15, ls_ratio=0.8)
+    assert (config["gamma"], config["gae_lambda"], config["baseline"]) == (0.99, 1.0, "linear")
+    assert (config["checkpoint_every"], config["eval_every"]) == (50, 50)
+    if algo == "metasgd":
+        assert config["alpha_granularity"] == "element" and config["learn_alpha"] is True
+
+
+# -- smoke run ------------------------------------------------------------------------------------------------
+
+
+def test_cli_smoke_train_then_evaluate(tmp_path):
+    config = write_config(tmp_path / "tiny.yaml", eval_every=0)
+    proc = subprocess.run([str(CONSOLE_SCRIPT), "train", str(config), "--set", "iterations=3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert re.fullmatch(r"tiny-\d{8}-\d{6}", run_dir.name)
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "metrics.csv", "tasks.jsonl", "checkpoint.pt", "final.pt"} <= names
+    assert any(n.startswith("events.out.tfevents.") for n in names)
+    assert [r["iteration"] for r in metrics_rows(run_dir)] == ["1", "2", "3"]
+    assert len((run_dir / "tasks.jsonl").read_text().splitlines()) == 3
+    assert load_state(run_dir / "final.pt")["iteration"] == 3
+    assert read_yaml_file(run_dir / "config.yaml")["iterations"] == 3
+
+    proc = subprocess.run([sys.executable, "-m", "metasgd_rl", "evaluate", str(run_dir / "final.pt"),
+                           "--tasks", "3", "--steps", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^\s*(\d+) \|\s+(-?\d+\.\d+) ± (\d+\.\d+)$", proc.stdout, flags=re.M)
+    assert [int(step) for step, _, _ in rows] == [0, 1, 2], proc.stdout
+    assert "step | mean return ± 95% CI" in proc.stdout
+
+
+def test_evaluate_names_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert main(["evaluate", str(tmp_path / "junk.pt")]) == 2
+    assert "junk.pt" in capsys.readouterr().err
+
+
+def test_families_lists_the_builtin_families(capsys):
+    assert main(["families"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ids = [line.split()[0] for line in lines]
+    assert {"Navigation2D-v0", "Navigation2D-RandomStart-v0"} <= set(ids)
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # id and a summary
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["families"]])
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: metasgd-rl {' '.join(command)}".rstrip())
