@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from metasgd_rl.adaptation import inner_step
-from metasgd_rl.estimators import INNER_FORM
 from metasgd_rl.family import Task
 from metasgd_rl.sampler import sample_episodes
 
@@ -78,14 +76,9 @@ def evaluate_adaptation(
         tasks = model.family.sample_tasks(int(n_tasks), np.random.default_rng(task_ss), split=split)
     tasks = list(tasks)
     step_seeds = rollout_ss.spawn(int(steps) + 1)
-    params = model.policy.task_parameters(len(tasks))
-    returns = []
-    for k, step_seed in enumerate(step_seeds):
-        batch = sample_episodes(model.family, model.policy, params, tasks, int(episodes), step_seed, model.device)
-        returns.append(batch.mean_returns().cpu().numpy())
-        if k < steps:
-            adapted = inner_step(model.policy, params, model.step_sizes.for_step(k), batch, model.advantages(batch),
-                                 form=INNER_FORM[model.estimator], create_graph=False)
-            params = {n: p.detach().requires_grad_() for n, p in adapted.items()}
+    params, batches = model.adapt_tasks(tasks, int(episodes), step_seeds[:-1])
+    batches.append(sample_episodes(model.family, model.policy, params, tasks, int(episodes), step_seeds[-1],
+                                   model.device))
+    returns = [batch.mean_returns().cpu().numpy() for batch in batches]
     table = np.stack(returns, axis=1).astype(np.float64)
     return AdaptationResult(tasks=tasks, returns=table, episodes=int(episodes), split=split)

@@ -29,7 +29,7 @@ from metasgd_rl.io import atomic_torch_save
 from metasgd_rl.outer import OUTER_OPTIMIZERS, make_outer_optimizer
 from metasgd_rl.policies import Policy, make_policy, observation_features
 from metasgd_rl.registry import make_task_family
-from metasgd_rl.sampler import sample_episodes
+from metasgd_rl.sampler import EpisodeBatch, sample_episodes
 from metasgd_rl.step_sizes import StepSizes
 
 CHECKPOINT_FORMAT = "metasgd-rl/1"
@@ -338,6 +338,24 @@ class MetaSGD:
         return model
 
     # -- adaptation ------------------------------------------------------------------------------
+    def adapt_tasks(self, tasks: Sequence[Task], episodes: int,
+                    seeds: Sequence[np.random.SeedSequence]) -> tuple[dict[str, torch.Tensor], list[EpisodeBatch]]:
+        """Adapt all ``tasks`` at once with one inner step per seed, each on freshly sampled episodes.
+
+        First order (only the adapted parameters are wanted, not their derivatives); α of later steps than
+        trained reuses the last one. Returns the adapted per-task parameters ``[T, ...]`` and the batches the
+        steps were taken on (batch k was sampled with the parameters after k steps).
+        """
+        params = self.policy.task_parameters(len(tasks))
+        batches = []
+        for k, step_seed in enumerate(seeds):
+            batch = sample_episodes(self.family, self.policy, params, tasks, episodes, step_seed, self.device)
+            params = inner_step(self.policy, params, self.step_sizes.for_step(k), batch, self.advantages(batch),
+                                form=INNER_FORM[self.estimator], create_graph=False)
+            params = {n: p.detach().requires_grad_() for n, p in params.items()}
+            batches.append(batch)
+        return {n: p.detach() for n, p in params.items()}, batches
+
     def adapt(self, task: Task, steps: int | None = None, episodes: int | None = None,
               seed: int | None = None) -> AdaptedPolicy:
         """Adapt to ``task`` with ``steps`` inner steps of ``episodes`` episodes each (default: training's)."""
@@ -346,13 +364,8 @@ class MetaSGD:
             raise ValueError(f"steps={steps} is not allowed; use an integer >= 0")
         episodes = _positive_int("episodes", self.episodes_per_task if episodes is None else episodes)
         ss = self._seed_sequence(_ADAPT) if seed is None else np.random.SeedSequence(int(seed))
-        params = self.policy.task_parameters(1)
-        for k, step_seed in enumerate(ss.spawn(steps)):
-            batch = sample_episodes(self.family, self.policy, params, [task], episodes, step_seed, self.device)
-            params = inner_step(self.policy, params, self.step_sizes.for_step(k), batch, self.advantages(batch),
-                                form=INNER_FORM[self.estimator], create_graph=False)
-            params = {n: p.detach().requires_grad_() for n, p in params.items()}
-        return AdaptedPolicy(self.policy, {n: p[0].detach() for n, p in params.items()},
+        params, _ = self.adapt_tasks([task], episodes, ss.spawn(steps))
+        return AdaptedPolicy(self.policy, {n: p[0] for n, p in params.items()},
                              self.family.observation_space, self.family.action_space, self.device)
 
 

@@ -241,7 +241,7 @@ class TRPOOuter(OuterOptimizer):
 
     name = "trpo"
     DEFAULTS: dict[str, Any] = dict(max_kl=1e-2, cg_iters=10, cg_damping=1e-5, ls_steps=15, ls_ratio=0.8,
-                                    fvp="gauss-newton", fvp_subsample=1.0)
+                                    fvp="gauss-newton", fvp_subsample=0.1)
 
     def __init__(self, params: Sequence[torch.nn.Parameter], **kwargs: Any):
         super().__init__(params)
