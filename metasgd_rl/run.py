@@ -44,7 +44,7 @@ from metasgd_rl.config import (
     yaml_dump,
 )
 from metasgd_rl.evaluation import evaluate_adaptation
-from metasgd_rl.io import atomic_write_text
+from metasgd_rl.io import atomic_write_text, fsync_path
 from metasgd_rl.model import MetaSGD
 
 CONFIG_FILE = "config.yaml"
@@ -76,18 +76,6 @@ def complete_lines(path: Path) -> list[str]:
     if lines and not lines[-1].endswith("\n"):
         lines.pop()
     return lines
-
-
-def fsync_file(path: Path) -> None:
-    """Push ``path``'s written data to disk (appended logs, before a checkpoint refers to them)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _format(value: Any) -> str:
@@ -324,8 +312,8 @@ class Run:
 
     def save_checkpoint(self) -> Path:
         """Flush the logs to disk, then write ``checkpoint.pt`` atomically."""
-        fsync_file(self.metrics.path)
-        fsync_file(self.tasks.path)
+        fsync_path(self.metrics.path)
+        fsync_path(self.tasks.path)
         if self._writer is not None:
             self._writer.flush()
         path = self.model.save(self.checkpoint_path)
