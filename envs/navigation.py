@@ -24,7 +24,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from gymnasium.wrappers import TimeLimit
 
-from metasgd_rl.family import Task, TaskFamily, as_generator, check_split
+from metasgd_rl.family import Task, TaskFamily, split_generator
 
 HORIZON = 100
 MAX_ACTION = 0.1
@@ -143,12 +143,7 @@ class Navigation2DFamily(TaskFamily):
         self.max_episode_steps = int(max_episode_steps)
 
     def sample_tasks(self, n: int, rng: np.random.Generator, split: str = "train") -> list[Task]:
-        rng = as_generator(rng)
-        if check_split(split) == "test":
-            # a continuous family: both splits share the distribution, never a task. The same seed must not
-            # give the training goals back as held-out ones, so test goals come from a stream seeded by rng.
-            rng = np.random.default_rng(int(rng.integers(2**63)))
-        goals = rng.uniform(LOW, HIGH, size=(int(n), 2))
+        goals = split_generator(rng, split).uniform(LOW, HIGH, size=(int(n), 2))
         return [{"goal": [float(g) for g in goal]} for goal in goals]
 
     def make_env(self, task: Task) -> gym.Env:

@@ -4,7 +4,7 @@ from metasgd_rl.advantages import compute_advantages
 from metasgd_rl.checks import TaskFamilyCheckError, check_task_family
 from metasgd_rl.estimators import AdvantageConfig, MetaBatch, meta_objective
 from metasgd_rl.evaluation import AdaptationResult, evaluate_adaptation
-from metasgd_rl.family import EpisodeVectorEnv, Task, TaskFamily
+from metasgd_rl.family import EpisodeVectorEnv, Task, TaskFamily, split_generator
 from metasgd_rl.model import MAML, AdaptedPolicy, MetaSGD
 from metasgd_rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, make_policy
 from metasgd_rl.registry import list_task_families, make_task_family, register_task_family
@@ -35,5 +35,6 @@ __all__ = [
     "meta_objective",
     "register_task_family",
     "sample_episodes",
+    "split_generator",
 ]
 __version__ = "0.1.0"

@@ -40,6 +40,18 @@ def check_split(split: str) -> str:
     return split
 
 
+def split_generator(rng: np.random.Generator | int | np.random.SeedSequence, split: str) -> np.random.Generator:
+    """The generator a continuous family should draw ``split``'s tasks from.
+
+    Both splits share the task distribution, but the same seed must not hand the training tasks back as
+    held-out ones: "train" uses ``rng`` itself, "test" a separate stream seeded from it.
+    """
+    rng = as_generator(rng)
+    if check_split(split) == "test":
+        return np.random.default_rng(int(rng.integers(2**63)))
+    return rng
+
+
 class TaskFamily(abc.ABC):
     """Base class of task families.
 
