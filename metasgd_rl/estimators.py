@@ -148,12 +148,20 @@ def post_update_surrogate(
     """Per-task surrogate to *maximise*, ``[T]``, from the post-update episodes."""
     log_probs = batch_log_probs(policy, adaptation.params, post)
     form = "score" if estimator == "maml" else "ratio"
-    surrogate = pg_surrogate(log_probs, post_advantages, post.mask, form)
-    if adaptation.sampling_log_prob is not None:
-        post_value = masked_task_mean(post.rewards, post.mask)  # the post objective's own scale
-        centred = (post_value - leave_one_out_mean(post_value)).detach()
-        surrogate = surrogate + (magic_box(adaptation.sampling_log_prob) - 1.0) * centred
-    return surrogate
+    return pg_surrogate(log_probs, post_advantages, post.mask, form) + sampling_term(adaptation, post)
+
+
+def sampling_term(adaptation: Adaptation, post: EpisodeBatch) -> torch.Tensor | float:
+    """DiCE's term for θ choosing the pre-update episodes, per task (value 0; 0 for other estimators).
+
+    Its gradient is ∇ log p(τ) times the post-update return (on the post surrogate's per-step scale),
+    centred with the leave-one-out mean over the other tasks, which keeps it unbiased.
+    """
+    if adaptation.sampling_log_prob is None:
+        return 0.0
+    post_value = masked_task_mean(post.rewards, post.mask)
+    centred = (post_value - leave_one_out_mean(post_value)).detach()
+    return (magic_box(adaptation.sampling_log_prob) - 1.0) * centred
 
 
 def meta_objective(

@@ -14,13 +14,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metasgd_rl.adaptation import inner_step
 from metasgd_rl.callbacks import CallbackLike, as_callback
 from metasgd_rl.estimators import (
     ESTIMATORS,
-    INNER_FORM,
     AdvantageConfig,
     MetaBatch,
+    adapt_tasks,
     meta_objective,
     rollout_sampler,
 )
@@ -346,15 +345,15 @@ class MetaSGD:
         trained reuses the last one. Returns the adapted per-task parameters ``[T, ...]`` and the batches the
         steps were taken on (batch k was sampled with the parameters after k steps).
         """
-        params = self.policy.task_parameters(len(tasks))
-        batches = []
-        for k, step_seed in enumerate(seeds):
-            batch = sample_episodes(self.family, self.policy, params, tasks, episodes, step_seed, self.device)
-            params = inner_step(self.policy, params, self.step_sizes.for_step(k), batch, self.advantages(batch),
-                                form=INNER_FORM[self.estimator], create_graph=False)
-            params = {n: p.detach().requires_grad_() for n, p in params.items()}
-            batches.append(batch)
-        return {n: p.detach() for n, p in params.items()}, batches
+        batches: list[EpisodeBatch] = []
+
+        def next_batch(k: int, params: dict[str, torch.Tensor]) -> tuple[EpisodeBatch, torch.Tensor]:
+            batches.append(sample_episodes(self.family, self.policy, params, tasks, episodes, seeds[k], self.device))
+            return batches[-1], self.advantages(batches[-1])
+
+        adaptation = adapt_tasks(self.policy, self.step_sizes, len(tasks), next_batch, inner_steps=len(seeds),
+                                 estimator=self.estimator, create_graph=False)
+        return {n: p.detach() for n, p in adaptation.params.items()}, batches
 
     def adapt(self, task: Task, steps: int | None = None, episodes: int | None = None,
               seed: int | None = None) -> AdaptedPolicy:

@@ -19,9 +19,8 @@ from metasgd_rl.estimators import (
     INNER_FORM,
     Adaptation,
     MetaBatch,
-    leave_one_out_mean,
-    magic_box,
     replay_adaptation,
+    sampling_term,
 )
 from metasgd_rl.policies import Params
 from metasgd_rl.sampler import EpisodeBatch
@@ -388,11 +387,7 @@ class PPOOuter(OuterOptimizer):
         adv = batch.post_advantages
         clipped = torch.clamp(ratio, 1 - self.cfg["clip"], 1 + self.cfg["clip"])
         surrogate = masked_task_mean(torch.minimum(ratio * adv, clipped * adv), post.mask)
-        if adaptation.sampling_log_prob is not None:
-            post_value = masked_task_mean(post.rewards, post.mask)
-            centred = (post_value - leave_one_out_mean(post_value)).detach()
-            surrogate = surrogate + (magic_box(adaptation.sampling_log_prob) - 1.0) * centred
-        loss = -surrogate.mean()
+        loss = -(surrogate + sampling_term(adaptation, post)).mean()
         if self.cfg["inner_kl_penalty"] > 0:
             pre = batch.pre_batches[0]
             current = model.policy.task_parameters(batch.num_tasks)
