@@ -5,7 +5,9 @@ from metasgd_rl.checks import TaskFamilyCheckError, check_task_family
 from metasgd_rl.estimators import AdvantageConfig, MetaBatch, meta_objective
 from metasgd_rl.evaluation import AdaptationResult, evaluate_adaptation
 from metasgd_rl.family import EpisodeVectorEnv, Task, TaskFamily, split_generator
+from metasgd_rl.gym_family import GymTaskFamily
 from metasgd_rl.model import MAML, AdaptedPolicy, MetaSGD
+from metasgd_rl.parameters import Choice, Distribution, LogUniform, ParameterPathError, Uniform
 from metasgd_rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, make_policy
 from metasgd_rl.registry import list_task_families, make_task_family, register_task_family
 from metasgd_rl.sampler import EpisodeBatch, sample_episodes
@@ -17,13 +19,19 @@ __all__ = [
     "AdaptedPolicy",
     "AdvantageConfig",
     "CategoricalMLPPolicy",
+    "Choice",
+    "Distribution",
     "EpisodeBatch",
     "EpisodeVectorEnv",
     "GaussianMLPPolicy",
+    "GymTaskFamily",
+    "LogUniform",
     "MetaBatch",
     "MetaSGD",
+    "ParameterPathError",
     "StepSizes",
     "Task",
+    "Uniform",
     "TaskFamily",
     "TaskFamilyCheckError",
     "check_task_family",

@@ -135,9 +135,22 @@ class EpisodeVectorEnv(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.DISABLED}
 
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]]):
-        if len(env_fns) == 0:
+        self._setup([fn() for fn in env_fns], on_close=None)
+
+    @classmethod
+    def from_envs(
+        cls, envs: Sequence[gym.Env], on_close: Callable[[list[gym.Env]], None] | None = None
+    ) -> EpisodeVectorEnv:
+        """A vector env over existing envs; ``on_close(envs)`` replaces closing them (e.g. to reuse them)."""
+        venv = cls.__new__(cls)
+        venv._setup(list(envs), on_close)
+        return venv
+
+    def _setup(self, envs: list[gym.Env], on_close: Callable[[list[gym.Env]], None] | None) -> None:
+        if len(envs) == 0:
             raise ValueError("EpisodeVectorEnv needs at least one sub-env")
-        self.envs = [fn() for fn in env_fns]
+        self.envs = envs
+        self._on_close = on_close
         self.num_envs = len(self.envs)
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
@@ -180,5 +193,8 @@ class EpisodeVectorEnv(VectorEnv):
         return np.copy(self._obs), rewards, self._terminated.copy(), self._truncated.copy(), infos
 
     def close_extras(self, **kwargs: Any) -> None:
+        if self._on_close is not None:
+            self._on_close(self.envs)
+            return
         for env in self.envs:
             env.close()

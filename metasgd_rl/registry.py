@@ -92,7 +92,7 @@ def register_task_family(family_id: str, entry_point: EntryPoint | None = None, 
                 raise TypeError(
                     f"@register_task_family({family_id!r}) decorates a TaskFamily subclass, got {cls!r}"
                 )
-            _add(FamilySpec(family_id, cls, dict(kwargs)))
+            _add(_validated(FamilySpec(family_id, cls, dict(kwargs))))
             return cls
 
         return decorator
@@ -100,8 +100,22 @@ def register_task_family(family_id: str, entry_point: EntryPoint | None = None, 
         raise TypeError(f"entry_point must be 'module:attr' or a callable, got {entry_point!r}")
     if isinstance(entry_point, str) and entry_point.count(":") != 1:
         raise ValueError(f"entry_point {entry_point!r} for {family_id!r} must look like 'package.module:Class'")
-    _add(FamilySpec(family_id, entry_point, dict(kwargs)))
+    _add(_validated(FamilySpec(family_id, entry_point, dict(kwargs))))
     return None
+
+
+def _validated(spec: FamilySpec) -> FamilySpec:
+    """Let a family class check its declaration now (``validate_registration``), not at first use.
+
+    A :class:`~metasgd_rl.GymTaskFamily` builds a probe env here, so a parameter path the env lacks fails at
+    registration. String entry points stay lazy: their modules are imported only when the family is made.
+    """
+    validate = getattr(spec.entry_point, "validate_registration", None)
+    if not isinstance(spec.entry_point, str) and callable(validate):
+        existing = _REGISTRY.get(spec.id)
+        if existing is None or not existing.same_target(spec):
+            validate(**spec.kwargs)
+    return spec
 
 
 def _load_plugins() -> None:
@@ -159,8 +173,18 @@ def make_task_family(family_id: str, **kwargs: Any) -> TaskFamily:
             f"{type(family).__name__}, not a TaskFamily"
         )
     family.id = family_id
-    family.make_kwargs = dict(kwargs)  # so that a saved model can rebuild the same family
+    family.make_kwargs = _plain_kwargs(kwargs)  # so that a saved model can rebuild the same family
     return family
+
+
+def _plain_kwargs(value: Any) -> Any:
+    """``kwargs`` with objects that have a plain-data form (``to_dict``, e.g. distributions) replaced by it."""
+    if isinstance(value, dict):
+        return {k: _plain_kwargs(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_kwargs(v) for v in value]
+    to_dict = getattr(value, "to_dict", None)
+    return to_dict() if callable(to_dict) else value
 
 
 def describe_task_family(family_id: str) -> str:
