@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check metasgd_rl envs tests scripts
+	$(PY) -m ruff check metasgd_rl envs tests scripts examples
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check metasgd_rl envs tests scripts
+	$(PY) -m ruff check metasgd_rl envs tests scripts examples
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

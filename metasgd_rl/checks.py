@@ -37,10 +37,11 @@ def check_task_family(family: TaskFamily, *, n_tasks: int = 3, seed: int = 0, st
     """Raise :class:`TaskFamilyCheckError` if ``family`` breaks the contract of :class:`TaskFamily`.
 
     In order: its spaces and horizon; task sampling (``n`` JSON-able dicts, reproducible from a seed,
-    invalid splits refused, test tasks disjoint from training tasks); ``make_env`` (spaces, gymnasium's and
-    SB3's env checkers); determinism of an env for a fixed task, seed and actions; that different tasks
-    change observations or rewards; and that ``make_vector_env`` runs task ``i // E`` in sub-env ``i``
-    exactly like a single env reset with ``seed + i``, freezing sub-envs whose episode ended.
+    invalid splits refused, test tasks disjoint from training tasks unless ``family.disjoint_splits`` is
+    False); ``make_env`` (spaces, gymnasium's and SB3's env checkers); determinism of an env for a fixed
+    task, seed and actions; that different tasks change observations or rewards; and that
+    ``make_vector_env`` runs task ``i // E`` in sub-env ``i`` exactly like a single env reset with
+    ``seed + i``, freezing sub-envs whose episode ended.
     ``n_tasks`` tasks are used for the vector env, rollouts last at most ``steps`` steps.
     """
     name = _family_name(family)
@@ -133,6 +134,8 @@ def _check_sampling(family: TaskFamily, name: str, n: int, seed: int) -> list[Ta
         ) from err
     else:
         raise _fail(name, f"sample_tasks(split='validation') must raise ValueError: the splits are {SPLITS}.")
+    if not getattr(family, "disjoint_splits", True):
+        return sampled["train"]  # a task set too small to hold tasks out (declared by the family)
     train = {_task_key(t) for t in _sample(family, _SPLIT_SAMPLE, seed, "train")}
     leaked = [t for t in _sample(family, _SPLIT_SAMPLE, seed, "test") if _task_key(t) in train]
     if leaked:

@@ -67,6 +67,10 @@ class TaskFamily(abc.ABC):
     make_kwargs: dict[str, Any] = {}
     #: step the generic vector env's sub-envs in worker processes (pays off for slow simulators on many cores)
     asynchronous: bool = False
+    #: whether "test" tasks are held out from the training tasks. A family whose task set is too small to hold
+    #: tasks out (e.g. two running directions) sets it False: evaluation on "test" then draws from the
+    #: training distribution, and check_task_family skips the split-disjointness check.
+    disjoint_splits: bool = True
     observation_space: gym.Space
     action_space: gym.Space
     max_episode_steps: int
@@ -133,6 +137,9 @@ class EpisodeVectorEnv(VectorEnv):
     """
 
     metadata = {"autoreset_mode": AutoresetMode.DISABLED}
+    #: merge the sub-envs' step infos (gymnasium's vector info format); the sampler, which ignores them,
+    #: turns this off: merging costs about a tenth of a MuJoCo step
+    keep_infos: bool = True
 
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]]):
         self._setup([fn() for fn in env_fns], on_close=None)
@@ -188,7 +195,8 @@ class EpisodeVectorEnv(VectorEnv):
             rewards[i] = reward
             self._terminated[i] = terminated
             self._truncated[i] = truncated
-            infos = self._add_info(infos, info, i)
+            if self.keep_infos:
+                infos = self._add_info(infos, info, i)
         self._obs = concatenate(self.single_observation_space, self._env_obs, self._obs)
         return np.copy(self._obs), rewards, self._terminated.copy(), self._truncated.copy(), infos
 

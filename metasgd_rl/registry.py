@@ -32,7 +32,17 @@ class FamilySpec:
     source: str = "register_task_family"
 
     def same_target(self, other: FamilySpec) -> bool:
-        return _target_name(self.entry_point) == _target_name(other.entry_point) and self.kwargs == other.kwargs
+        return _same_name(_target_name(self.entry_point), _target_name(other.entry_point)) and \
+            self.kwargs == other.kwargs
+
+
+def _same_name(a: str, b: str) -> bool:
+    """Whether two ``module:attr`` names are the same object, allowing a package to re-export it
+    (``pkg:Cls`` names ``pkg.mod:Cls`` when the entry point points at the package's re-export)."""
+    if a == b:
+        return True
+    (mod_a, _, attr_a), (mod_b, _, attr_b) = a.partition(":"), b.partition(":")
+    return attr_a == attr_b and (mod_a.startswith(mod_b + ".") or mod_b.startswith(mod_a + "."))
 
 
 class UnknownTaskFamilyError(KeyError):

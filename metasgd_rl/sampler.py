@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from metasgd_rl.family import Task, TaskFamily
+from metasgd_rl.family import EpisodeVectorEnv, Task, TaskFamily
 from metasgd_rl.policies import Policy, observation_features
 
 
@@ -91,6 +91,8 @@ def sample_episodes(
     generator = torch.Generator(device=device).manual_seed(noise_seed)
     params = {n: p.detach() for n, p in params.items()}
     venv = family.make_vector_env(tasks, episodes)
+    if isinstance(venv, EpisodeVectorEnv):
+        venv.keep_infos = False
     try:
         n_envs = num_tasks * episodes
         if venv.num_envs != n_envs:
