@@ -245,3 +245,6 @@ def test_meta_sgd_learns_to_adapt_to_bandits():
     assert abs(before.pre_return - 5.0) < 0.3  # uniform over arms: 10 pulls x mean probability 0.5
     assert after.post_return > before.post_return + 0.7, (before.post_return, after.post_return)
     assert after.post_return > after.pre_return + 0.8, (after.pre_return, after.post_return)
+    result = msr.evaluate_adaptation(model, n_tasks=20, steps=2, episodes=20, seed=0)  # held-out bandits
+    assert result.returns.shape == (20, 3)
+    assert result.mean()[1] > result.mean()[0] + 0.5, result.mean()

@@ -78,6 +78,14 @@ def test_duplicate_id_with_another_target_is_refused(new_id):
     assert type(msr.make_task_family(family_id)) is Navigation2DFamily  # the first registration stands
 
 
+def test_an_entry_point_naming_a_re_export_is_the_same_target_as_the_decorated_class(new_id):
+    family_id = new_id()
+    msr.register_task_family(family_id, entry_point="envs:Navigation2DFamily")  # a package re-export
+    msr.register_task_family(family_id, entry_point="envs.navigation:Navigation2DFamily")  # no conflict
+    with pytest.raises(ValueError, match="already registered"):
+        msr.register_task_family(family_id, entry_point="envs.discrete:Navigation2DFamily2")
+
+
 def test_decorator_registers_and_returns_the_class(new_id):
     family_id = new_id()
 
