@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 
 PROG = "metasgd-rl"
 EXIT_USAGE = 2
 USAGE = """\
-Meta-SGD / MAML meta-reinforcement learning: train from a YAML config, evaluate a checkpoint, list task families.
+Meta-SGD / MAML meta-reinforcement learning: train from a YAML config, evaluate a checkpoint, compare runs,
+list task families.
 
     metasgd-rl train configs/navigation2d-metasgd.yaml [--set key=value ...] [--run-dir DIR]
     metasgd-rl train --resume runs/navigation2d-metasgd-20250101-120000 [--set iterations=1000]
-    metasgd-rl evaluate runs/.../final.pt [--tasks 40] [--steps 3] [--episodes 20] [--seed 0]
+    metasgd-rl evaluate runs/.../final.pt [--tasks 40] [--steps 3] [--episodes 20] [--seed 0] [--report DIR]
+    metasgd-rl compare runs/metasgd-... runs/maml-... --out reports/nav [--tasks 40] [--steps 3]
     metasgd-rl families
 
 A bad config is refused before anything is written, with one line naming the key, the value and what is
@@ -69,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "evaluate", formatter_class=_Formatter, help="fast adaptation of a checkpoint on held-out tasks",
         description="Load a checkpoint and adapt it to held-out tasks. Prints the mean return over tasks after\n"
-                    "0..K inner steps with a 95% confidence interval (normal approximation over tasks).",
+                    "0..K inner steps with a 95% confidence interval (Student's t over tasks); optionally writes\n"
+                    "the result as JSON (--json) and a report folder (--report: report.md, results.json, plots).",
     )
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt or final.pt of a run")
     evaluate.add_argument("--tasks", type=_count(1), default=40, help="number of tasks (default: %(default)s)")
@@ -79,8 +83,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=_count(0), default=0,
                           help="seed of the tasks and rollouts (default: %(default)s)")
     evaluate.add_argument("--split", choices=["test", "train"], default="test",
-                          help="task split; test: held-out tasks (default: %(default)s)")
+                          help="task split; test: held-out tasks (default: %(default)s); train: tasks of the "
+                               "training distribution, for diagnosis only")
+    evaluate.add_argument("--json", metavar="PATH", help="write the result (per-episode returns, tasks) as JSON")
+    evaluate.add_argument("--report", metavar="DIR",
+                          help="write a report into DIR: report.md, results.json, adaptation and learning curves, α, "
+                               "trajectories (Navigation2D)")
     evaluate.set_defaults(handler=_evaluate)
+
+    compare = sub.add_parser(
+        "compare", formatter_class=_Formatter, help="evaluate several runs on the same held-out tasks, with a report",
+        description="Load each run's final.pt (checkpoint.pt if training has not finished), evaluate all on the\n"
+                    "same held-out tasks and rollout seeds, and write results.json and a report into --out:\n"
+                    "adaptation curves of all runs, their learning curves, the learned α of each Meta-SGD run\n"
+                    "and, on Navigation2D, trajectories before and after adaptation. Each run is labelled by its\n"
+                    "directory name; the runs must share one task family.",
+        epilog="example:\n"
+               "  metasgd-rl compare runs/navigation2d-metasgd-2025* runs/navigation2d-maml-2025* --out reports/nav",
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by 'metasgd-rl train'")
+    compare.add_argument("--out", required=True, metavar="DIR", help="report directory (created if needed)")
+    compare.add_argument("--tasks", type=_count(1), default=40, help="number of held-out tasks (default: %(default)s)")
+    compare.add_argument("--steps", type=_count(0), default=3, help="inner steps K: 0..K (default: %(default)s)")
+    compare.add_argument("--episodes", type=_count(1), default=20,
+                         help="episodes per task and step, the same for every run (default: %(default)s)")
+    compare.add_argument("--seed", type=_count(0), default=0,
+                         help="seed of the tasks and rollouts (default: %(default)s)")
+    compare.set_defaults(handler=_compare)
 
     families = sub.add_parser("families", formatter_class=_Formatter, help="list the registered task families",
                               description="List the registered task families, one line each: id and summary.")
@@ -121,25 +150,56 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import pickle
+    from pathlib import Path
 
     from metasgd_rl.config import ConfigError
     from metasgd_rl.evaluation import evaluate_adaptation
-    from metasgd_rl.model import MetaSGD
+    from metasgd_rl.report import ComparisonError, load_checkpoint, write_report
+    from metasgd_rl.run import CONFIG_FILE, METRICS_FILE
 
+    if args.json is not None and Path(args.json).is_dir():
+        raise ConfigError(f"--json {args.json!r} is not allowed: it is a directory; use a file path")
+    if args.report is not None and Path(args.report).exists() and not Path(args.report).is_dir():
+        raise ConfigError(f"--report {args.report!r} is not allowed: it is a file; use a directory")
     try:
-        model = MetaSGD.load(args.checkpoint)
-    except FileNotFoundError as err:
-        raise ConfigError(f"CHECKPOINT={args.checkpoint!r} is not allowed: no such file") from err
-    except (ValueError, RuntimeError, KeyError, pickle.UnpicklingError, OSError) as err:
-        raise ConfigError(f"CHECKPOINT={args.checkpoint!r} is not allowed: it is not a loadable metasgd-rl "
-                          f"checkpoint ({type(err).__name__}: {err})") from err
+        model = load_checkpoint(args.checkpoint)
+    except ComparisonError as err:
+        raise ConfigError(str(err)) from err
     episodes = model.episodes_per_task if args.episodes is None else args.episodes
+    run_dir = Path(args.checkpoint).resolve().parent
+    is_run = (run_dir / CONFIG_FILE).is_file()
+    label = run_dir.name if is_run else type(model).__name__
     result = evaluate_adaptation(model, n_tasks=args.tasks, steps=args.steps, episodes=episodes,
-                                 split=args.split, seed=args.seed)
+                                 split=args.split, seed=args.seed, method=label)
     print(f"{type(model).__name__} at iteration {model.iteration} ({args.checkpoint}) on {model.family.id}: "
           f"{args.tasks} {args.split} tasks, {episodes} episodes per step, seed {args.seed}")
     print(format_table(result.mean(), result.ci95()))
+    if args.json is not None:
+        print(f"{PROG}: result written to {result.save(args.json)}")
+    if args.report is not None:
+        runs = {label: run_dir} if (run_dir / METRICS_FILE).is_file() else {}
+        path = write_report(args.report, {label: result}, runs, {label: model}, command=args.command_line,
+                            title=f"{label}: fast adaptation on {model.family.id}")
+        print(f"{PROG}: report written to {path}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from metasgd_rl.config import ConfigError
+    from metasgd_rl.report import ComparisonError, compare
+
+    try:
+        path, results = compare(args.runs, args.out, n_tasks=args.tasks, steps=args.steps, episodes=args.episodes,
+                                seed=args.seed, command=args.command_line)
+    except ComparisonError as err:
+        raise ConfigError(str(err)) from err
+    first = next(iter(results.values()))
+    print(f"{len(results)} runs on {first.family}: the same {first.n_tasks} {first.split} tasks, {args.episodes} "
+          f"episodes per step, seed {args.seed}")
+    for name, result in results.items():
+        print(f"\n{name}")
+        print(format_table(result.mean(), result.ci95()))
+    print(f"\n{PROG}: report written to {path}")
     return 0
 
 
@@ -171,7 +231,9 @@ def _families(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``metasgd-rl`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join([PROG, *argv])
     from metasgd_rl.config import ConfigError
     from metasgd_rl.run import RunError
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from metasgd_rl.cli import main
 from metasgd_rl.config import ConfigError, load_config, read_yaml_file, resolve_config
+from metasgd_rl.run import Run
 from tests.tiny_config import TINY, load_state, metrics_rows, write_config
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "metasgd-rl"
@@ -159,7 +161,85 @@ def test_families_lists_the_builtin_families(capsys):
     assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # id and a summary
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["families"]])
+# -- evaluate --report, compare --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """A finished tiny Meta-SGD run and an unfinished tiny MAML run (checkpoint.pt only)."""
+    root = tmp_path_factory.mktemp("runs")
+    Run.create(resolve_config({**TINY, "iterations": 2, "eval_every": 1, "run_dir": str(root / "metasgd")})).train()
+    Run.create(resolve_config({**TINY, "algo": "maml", "iterations": 1, "run_dir": str(root / "maml")})).train()
+    (root / "maml" / "final.pt").unlink()  # as if still training: compare falls back to checkpoint.pt
+    return root / "metasgd", root / "maml"
+
+
+def referenced_files(report: Path) -> list[Path]:
+    return [report.parent / link for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report.read_text())]
+
+
+def test_compare_evaluates_every_run_on_the_same_tasks(tmp_path, two_runs, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", *map(str, two_runs), "--out", str(out), "--tasks", "3", "--steps", "1", "--episodes", "2",
+            "--seed", "5"]
+    assert main(argv) == 0
+    assert f"report written to {out / 'report.md'}" in capsys.readouterr().out
+    data = json.loads((out / "results.json").read_text())
+    results = data["results"]
+    assert list(results) == ["metasgd", "maml"]  # labelled by run directory name
+    assert results["metasgd"]["tasks"] == results["maml"]["tasks"] and len(results["maml"]["tasks"]) == 3
+    assert results["metasgd"]["seed"] == results["maml"]["seed"] == 5
+    assert [r["method"] for r in results.values()] == ["metasgd", "maml"]
+    assert results["maml"]["family"] == "Navigation2D-v0"
+    assert len(results["maml"]["episode_returns"][0][0]) == 2
+    text = (out / "report.md").read_text()
+    assert "metasgd-rl compare " + " ".join(map(str, two_runs)) in text and "| maml |" in text
+    names = {p.name for p in referenced_files(out / "report.md")}
+    assert names == {"adaptation.png", "learning_curves.png", "alpha-metasgd.png", "trajectories-metasgd.png",
+                     "trajectories-maml.png"}
+    for png in referenced_files(out / "report.md"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_refuses_runs_of_different_families(tmp_path, two_runs, capsys):
+    other = Run.create(resolve_config({**TINY, "family": "Navigation2D-RandomStart-v0",
+                                       "run_dir": str(tmp_path / "random-start")}))
+    other.save_checkpoint()
+    assert main(["compare", str(two_runs[0]), str(other.directory), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("metasgd-rl: error: RUN_DIR=")
+    assert "Navigation2D-RandomStart-v0" in err and "Navigation2D-v0" in err and "one task family" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "no checkpoint", "out is a file"])
+def test_compare_refuses_bad_input_with_one_line(tmp_path, two_runs, capsys, case):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    run, out, expected = {
+        "missing": (tmp_path / "nope", tmp_path / "out", "no such directory"),
+        "no checkpoint": (tmp_path / "empty", tmp_path / "out", "no final.pt or checkpoint.pt"),
+        "out is a file": (two_runs[0], tmp_path / "file", "--out"),
+    }[case]
+    assert main(["compare", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("metasgd-rl: error: ") and expected in err, err
+
+
+def test_evaluate_writes_json_and_a_report(tmp_path, two_runs, capsys):
+    checkpoint = two_runs[0] / "final.pt"
+    argv = ["evaluate", str(checkpoint), "--tasks", "2", "--steps", "1", "--episodes", "2",
+            "--json", str(tmp_path / "r.json"), "--report", str(tmp_path / "rep")]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["method"] == "metasgd" and len(saved["tasks"]) == 2 and saved["split"] == "test"
+    report = tmp_path / "rep" / "report.md"
+    assert "| metasgd |" in report.read_text()
+    assert {p.name for p in referenced_files(report)} >= {"adaptation.png", "learning_curves.png"}
+    assert all(p.is_file() and p.stat().st_size > 0 for p in referenced_files(report))
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["compare"], ["families"]])
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])

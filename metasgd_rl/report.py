@@ -1,0 +1,601 @@
+"""Evaluation reports: a folder with ``report.md``, ``results.json`` and PNG plots.
+
+:func:`write_report` is the library function: give it evaluated results (method name -> :class:`AdaptationResult`,
+from :func:`~metasgd_rl.evaluation.evaluate_adaptation` or computed elsewhere, e.g. a baseline), optionally the
+run directories whose ``metrics.csv`` give learning curves and the models whose α and trajectories to show, and
+the command that produced it. :func:`evaluate_runs` loads run directories and evaluates them all on the same
+held-out tasks and seeds; ``metasgd-rl compare`` is the two in a row::
+
+    results, runs, models = evaluate_runs(["runs/a", "runs/b"], n_tasks=40, steps=3, episodes=20, seed=0)
+    results["PPO from scratch"] = my_baseline_result     # any AdaptationResult on the same tasks
+    write_report("reports/ab", results, runs, models, command="python my_script.py")
+
+What it draws:
+
+- adaptation curves: mean return over tasks vs inner step 0..K with 95% Student-t confidence bands, one line
+  per method (``adaptation.png``) and the same numbers as a markdown table;
+- meta-training learning curves from each run's ``metrics.csv``: pre- and post-adaptation return on the
+  training tasks vs iteration, and the held-out evaluation columns (``eval/*``) where logged
+  (``learning_curves.png``);
+- for each Meta-SGD model with learned α: per tensor, a histogram of α's values, the fraction of negative
+  entries, the mean and the mean |α − α_init| (``alpha-<method>.png`` and a table); a model with a fixed α
+  (MAML) gets a sentence saying so instead;
+- for Navigation2D families: trajectories on a few of the evaluated held-out tasks before and after
+  adaptation, start and goal marked (``trajectories-<method>.png``).
+
+Plots use matplotlib's object API on an Agg canvas (no pyplot, no global state). Every file is written
+atomically: rendered to memory, then a temporary file in the same folder renamed over the target.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from metasgd_rl.evaluation import (
+    AdaptationResult,
+    adaptation_rollouts,
+    evaluate_adaptation,
+    evaluation_tasks,
+    seed_from_json,
+)
+from metasgd_rl.io import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from metasgd_rl.model import MetaSGD
+
+REPORT_FILE = "report.md"
+RESULTS_FILE = "results.json"
+RESULTS_FORMAT = "metasgd-rl/results/1"
+ADAPTATION_PNG = "adaptation.png"
+LEARNING_PNG = "learning_curves.png"
+#: held-out tasks whose trajectories are drawn, and episodes per task and panel
+TRAJECTORY_TASKS = 4
+TRAJECTORY_EPISODES = 3
+
+
+class ComparisonError(ValueError):
+    """Bad input to :func:`evaluate_runs` (one line naming the argument, its value and what is allowed)."""
+
+
+# -- loading and evaluating runs --------------------------------------------------------------------------------
+
+
+def load_checkpoint(path: str | os.PathLike, name: str = "CHECKPOINT") -> MetaSGD:
+    """``MetaSGD.load(path)``, with a :class:`ComparisonError` naming ``path`` if it is missing or not loadable."""
+    import pickle
+
+    from metasgd_rl.model import MetaSGD
+
+    try:
+        return MetaSGD.load(path)
+    except FileNotFoundError as err:
+        raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: no such file") from err
+    except (ValueError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError, OSError) as err:
+        raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: it is not a loadable metasgd-rl "
+                              f"checkpoint ({type(err).__name__}: {err})") from err
+
+
+def run_checkpoint(run_dir: str | os.PathLike) -> Path:
+    """A run directory's ``final.pt``, or its ``checkpoint.pt`` if training has not finished."""
+    from metasgd_rl.run import CHECKPOINT_FILE, FINAL_FILE
+
+    directory = Path(run_dir)
+    if not directory.is_dir():
+        raise ComparisonError(f"RUN_DIR={os.fspath(run_dir)!r} is not allowed: no such directory")
+    for name in (FINAL_FILE, CHECKPOINT_FILE):
+        if (directory / name).is_file():
+            return directory / name
+    raise ComparisonError(f"RUN_DIR={os.fspath(run_dir)!r} is not allowed: it has no {FINAL_FILE} or "
+                          f"{CHECKPOINT_FILE}; use a run directory written by 'metasgd-rl train'")
+
+
+def run_labels(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
+    """Each run's directory name; the path as given where two names coincide."""
+    names = [Path(d).resolve().name or os.fspath(d) for d in run_dirs]
+    labels = [n if names.count(n) == 1 else os.fspath(d) for n, d in zip(names, run_dirs, strict=True)]
+    if len(set(labels)) != len(labels):
+        duplicate = next(label for label in labels if labels.count(label) > 1)
+        raise ComparisonError(f"RUN_DIR={duplicate!r} is not allowed twice; give each run once")
+    return labels
+
+
+def _family_key(model: MetaSGD) -> tuple[Any, str]:
+    return model.family.id, json.dumps(model.family.make_kwargs, sort_keys=True, default=str)
+
+
+def _family_name(model: MetaSGD) -> str:
+    family_id, kwargs = _family_key(model)
+    return f"{family_id}" + ("" if kwargs == "{}" else f" {kwargs}")
+
+
+def evaluate_runs(
+    run_dirs: Sequence[str | os.PathLike],
+    n_tasks: int = 40,
+    steps: int = 3,
+    episodes: int = 20,
+    seed: int = 0,
+    split: str = "test",
+) -> tuple[dict[str, AdaptationResult], dict[str, Path], dict[str, MetaSGD]]:
+    """Load each run's model (:func:`run_checkpoint`) and evaluate all on the same tasks and rollout seeds.
+
+    The ``n_tasks`` tasks are sampled once, from the first model's family with ``seed``; every model is then
+    evaluated on them with the same ``seed`` (so the same environment seeds). Runs of different task families
+    (id or family kwargs) are refused. Returns ``(results, runs, models)`` keyed by run label
+    (:func:`run_labels`), ready for :func:`write_report`.
+    """
+    if not run_dirs:
+        raise ComparisonError("RUN_DIR is missing; give at least one run directory")
+    labels = run_labels(run_dirs)
+    checkpoints = [run_checkpoint(d) for d in run_dirs]
+    models = {label: load_checkpoint(path, "RUN_DIR") for label, path in zip(labels, checkpoints, strict=True)}
+    first_label, first = next(iter(models.items()))
+    for model, run_dir in zip(models.values(), run_dirs, strict=True):
+        if _family_key(model) != _family_key(first):
+            raise ComparisonError(f"RUN_DIR={os.fspath(run_dir)!r} is not allowed: its family is "
+                                  f"{_family_name(model)} but {first_label!r} has {_family_name(first)}; "
+                                  "compare needs runs of one task family")
+    tasks = evaluation_tasks(first, n_tasks, split, seed)
+    results = {label: evaluate_adaptation(model, steps=steps, episodes=episodes, split=split, seed=seed,
+                                          tasks=tasks, method=label)
+               for label, model in models.items()}
+    runs = {label: Path(d) for label, d in zip(labels, run_dirs, strict=True)}
+    return results, runs, models
+
+
+# -- small helpers --------------------------------------------------------------------------------------------
+
+
+def _slug(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "method"
+    slug, i = base, 2
+    while slug in taken:
+        slug, i = f"{base}-{i}", i + 1
+    taken.add(slug)
+    return slug
+
+
+def _figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.8) -> tuple[Figure, np.ndarray]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Render ``fig`` to PNG in memory, then write it atomically (temporary file in the folder + rename)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _step_header(k: int) -> str:
+    return "before adaptation" if k == 0 else f"after {k} step" + ("s" if k > 1 else "")
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- adaptation curves ------------------------------------------------------------------------------------------
+
+
+def adaptation_table(results: Mapping[str, AdaptationResult], digits: int = 2) -> str:
+    """Markdown table: one row per method, mean return ± 95% CI after 0..K inner steps."""
+    steps = max(r.steps for r in results.values())
+    rows = []
+    for name, result in results.items():
+        mean, ci = result.mean(), result.ci95()
+        cells = [f"{_fmt(mean[k], digits)} ± {_fmt(ci[k], digits)}" if k <= result.steps else "–"
+                 for k in range(steps + 1)]
+        rows.append([name, *cells])
+    return _md_table(["method", *(_step_header(k) for k in range(steps + 1))], rows)
+
+
+def plot_adaptation_curves(results: Mapping[str, AdaptationResult], path: str | os.PathLike) -> Path:
+    """Mean return vs inner step with 95% confidence bands, one line per method."""
+    fig, axes = _figure(width=6.0, height=4.2)
+    ax = axes[0, 0]
+    for name, result in results.items():
+        steps = np.arange(result.steps + 1)
+        mean, ci = result.mean(), np.nan_to_num(result.ci95(), nan=0.0)
+        line, = ax.plot(steps, mean, marker="o", label=name)
+        ax.fill_between(steps, mean - ci, mean + ci, color=line.get_color(), alpha=0.2, linewidth=0)
+    n_tasks = sorted({r.n_tasks for r in results.values()})
+    splits = sorted({r.split for r in results.values()})
+    k_max = max(r.steps for r in results.values())
+    ax.set(xlabel="inner steps", ylabel="mean return", xticks=list(range(k_max + 1)),
+           title=f"Fast adaptation: {'/'.join(map(str, n_tasks))} {'/'.join(splits)} tasks, 95% CI")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return save_png(fig, path)
+
+
+# -- learning curves ------------------------------------------------------------------------------------------
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``metrics.csv`` of a run directory (or the file itself) as float columns; empty cells are NaN."""
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / "metrics.csv"
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    columns: dict[str, np.ndarray] = {}
+    for key in (rows[0].keys() if rows else []):
+        values = []
+        for row in rows:
+            try:
+                values.append(float(row.get(key) or "nan"))
+            except ValueError:
+                values.append(math.nan)
+        columns[key] = np.array(values, dtype=np.float64)
+    return columns
+
+
+def _has(columns: Mapping[str, np.ndarray], key: str) -> bool:
+    return key in columns and bool(np.isfinite(columns[key]).any())
+
+
+def plot_learning_curves(metrics: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike) -> Path:
+    """Pre- (dashed) and post-adaptation (solid) return vs meta-iteration: training tasks, and held-out
+    evaluation where any run logged ``eval/pre_return`` / ``eval/post_return``."""
+    from matplotlib.ticker import MaxNLocator
+
+    with_eval = any(_has(c, "eval/post_return") or _has(c, "eval/pre_return") for c in metrics.values())
+    fig, axes = _figure(ncols=2 if with_eval else 1, width=5.5, height=4.0)
+    panels = [(axes[0, 0], "", "training tasks (this iteration's batch)")]
+    if with_eval:
+        panels.append((axes[0, 1], "eval/", "held-out tasks (eval_every)"))
+    colors = [f"C{i % 10}" for i in range(len(metrics))]
+    for ax, prefix, title in panels:
+        for (name, columns), color in zip(metrics.items(), colors, strict=True):
+            iteration = columns.get("iteration", np.arange(1, 1 + len(next(iter(columns.values()), []))))
+            for key, style, what in ((f"{prefix}pre_return", "--", "pre"), (f"{prefix}post_return", "-", "post")):
+                if _has(columns, key):
+                    ok = np.isfinite(columns[key])
+                    ax.plot(iteration[ok], columns[key][ok], style, color=color, label=f"{name} ({what})",
+                            marker="o" if prefix and ok.sum() < 30 else None, markersize=3)
+        ax.set(xlabel="meta-iteration", ylabel="mean return", title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    return save_png(fig, path)
+
+
+def learning_table(metrics: Mapping[str, Mapping[str, np.ndarray]]) -> str:
+    """Markdown table: iterations and the last logged pre/post returns (training and held-out) per run."""
+    def last(columns: Mapping[str, np.ndarray], key: str) -> str:
+        if not _has(columns, key):
+            return "–"
+        return _fmt(float(columns[key][np.isfinite(columns[key])][-1]))
+
+    rows = []
+    for name, columns in metrics.items():
+        iterations = columns.get("iteration", np.array([]))
+        rows.append([name, str(int(np.nanmax(iterations))) if _has(columns, "iteration") else "0",
+                     *(last(columns, k) for k in ("pre_return", "post_return", "eval/pre_return", "eval/post_return"))])
+    return _md_table(["run", "iterations", "last pre-adaptation", "last post-adaptation",
+                      "last held-out pre", "last held-out post"], rows)
+
+
+# -- step sizes α ---------------------------------------------------------------------------------------------
+
+
+def alpha_values(model: MetaSGD) -> dict[str, np.ndarray]:
+    """α's stored values per parameter tensor, ``[num_steps, ...]``; a scalar α shared by all is ``"all"``.
+
+    With ``alpha_granularity="tensor"`` each tensor has one value per step, ``"element"`` one per entry of θ.
+    """
+    sizes = model.step_sizes
+    names = ["all"] if sizes.granularity == "scalar" else list(sizes.names)
+    out = {}
+    for name in names:
+        key = "all" if name == "all" else name.replace(".", "__")
+        out[name] = sizes.alphas[key].detach().cpu().double().numpy()
+    return out
+
+
+def alpha_statistics(model: MetaSGD) -> list[dict[str, Any]]:
+    """Per tensor (and inner step, with ``alpha_per_step``): size, mean, std, min, max, the fraction of
+    negative entries and the mean |α − α_init| (``α_init`` from the model's config)."""
+    # α is stored in the parameters' dtype: compare with α_init in that dtype (an untouched α changes by 0)
+    values_by_tensor = alpha_values(model)
+    dtype = next(iter(model.step_sizes.alphas.values())).detach().cpu().numpy().dtype
+    alpha_init = float(np.asarray(model.config["alpha_init"], dtype=dtype))
+    stats = []
+    for name, values in values_by_tensor.items():
+        for step in range(values.shape[0]):
+            v = values[step].ravel()
+            stats.append({
+                "tensor": name, "step": step, "size": int(v.size),
+                "theta_size": int(sum(math.prod(s) for s in model.step_sizes.shapes.values())) if name == "all"
+                else int(math.prod(model.step_sizes.shapes[name])),
+                "mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max()),
+                "negative": float((v < 0).mean()), "mean_abs_change": float(np.abs(v - alpha_init).mean()),
+            })
+    return stats
+
+
+def alpha_is_fixed(model: MetaSGD) -> bool:
+    return not model.step_sizes.learnable
+
+
+def alpha_table(model: MetaSGD) -> str:
+    per_step = model.step_sizes.num_steps > 1
+    rows = []
+    for s in alpha_statistics(model):
+        rows.append([s["tensor"], *([str(s["step"])] if per_step else []), f"{s['size']} / {s['theta_size']}",
+                     f"{s['mean']:.4g}", f"{s['std']:.3g}", f"{s['min']:.4g}", f"{s['max']:.4g}",
+                     f"{100 * s['negative']:.1f}%", f"{s['mean_abs_change']:.4g}"])
+    header = ["tensor", *(["step"] if per_step else []), "α entries / θ entries", "mean α", "std", "min", "max",
+              "negative", "mean \\|α − α_init\\|"]
+    return _md_table(header, rows)
+
+
+def plot_alpha(model: MetaSGD, path: str | os.PathLike, title: str = "") -> Path:
+    """Per tensor, a histogram of α's values (one colour per inner step with ``alpha_per_step``), with
+    α_init and 0 marked; the title gives the fraction of negative entries, the mean and mean |α − α_init|."""
+    alpha_init = float(model.config["alpha_init"])
+    values = alpha_values(model)
+    ncols = min(3, len(values))
+    nrows = math.ceil(len(values) / ncols)
+    fig, axes = _figure(ncols=ncols, nrows=nrows, width=4.2, height=3.2)
+    for ax, (name, v) in zip(axes.ravel(), values.items(), strict=False):
+        flat = v.reshape(v.shape[0], -1)
+        for step in range(flat.shape[0]):
+            ax.hist(flat[step], bins=min(40, max(5, flat[step].size // 4)), alpha=0.6 if flat.shape[0] > 1 else 0.9,
+                    label=f"step {step}" if flat.shape[0] > 1 else None)
+        ax.axvline(alpha_init, color="k", linestyle="--", linewidth=1, label="α_init")
+        ax.axvline(0.0, color="r", linestyle=":", linewidth=1)
+        ax.set_title(f"{name}\n{100 * (flat < 0).mean():.1f}% < 0, mean {flat.mean():.3g}, "
+                     f"|α−α_init| {np.abs(flat - alpha_init).mean():.3g}", fontsize="small")
+        ax.set(xlabel="α", ylabel="entries")
+        ax.legend(fontsize="x-small")
+    for ax in axes.ravel()[len(values):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return save_png(fig, path)
+
+
+# -- Navigation2D trajectories ----------------------------------------------------------------------------------
+
+
+def is_navigation(model: MetaSGD) -> bool:
+    return str(model.family.id or "").startswith("Navigation2D")
+
+
+def trajectories(model: MetaSGD, tasks: Sequence[Mapping[str, Any]], steps: int, episodes: int,
+                 seed: Any = 0) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
+    """Positions of each task's episodes before adaptation and after ``steps`` inner steps.
+
+    ``[task][episode] -> array [n, 2]`` of the observed positions (the mask drops the frozen steps after the
+    episode ended); rollouts as in :func:`~metasgd_rl.evaluation.adaptation_rollouts` with ``seed``.
+    """
+    batches = adaptation_rollouts(model, list(tasks), steps, episodes, seed)
+
+    def paths(batch) -> list[list[np.ndarray]]:
+        obs = batch.observations.detach().cpu().numpy()  # [H, T, E, 2]
+        mask = batch.mask.detach().cpu().numpy() > 0
+        return [[obs[mask[:, t, e], t, e, :2] for e in range(obs.shape[2])] for t in range(obs.shape[1])]
+
+    return paths(batches[0]), paths(batches[-1])
+
+
+def plot_trajectories(model: MetaSGD, tasks: Sequence[Mapping[str, Any]], path: str | os.PathLike,
+                      steps: int = 1, episodes: int = TRAJECTORY_EPISODES, seed: Any = 0, title: str = "") -> Path:
+    """One panel per task: episodes before adaptation (grey) and after ``steps`` inner steps (colour),
+    start (circle) and goal (star) marked."""
+    before, after = trajectories(model, tasks, steps, episodes, seed)
+    ncols = min(4, len(tasks))
+    nrows = math.ceil(len(tasks) / ncols)
+    fig, axes = _figure(ncols=ncols, nrows=nrows, width=3.4, height=3.4)
+    for i, (ax, task) in enumerate(zip(axes.ravel(), tasks, strict=False)):
+        for j, (label, runs, color) in enumerate((("before adaptation", before[i], "0.6"),
+                                                 (f"after {steps} step{'s' * (steps != 1)}", after[i], "C0"))):
+            for e, xy in enumerate(runs):
+                if len(xy) == 0:
+                    continue
+                ax.plot(xy[:, 0], xy[:, 1], color=color, linewidth=1.2, alpha=0.9,
+                        label=label if e == 0 else None)
+                ax.plot(xy[0, 0], xy[0, 1], "o", color="k" if j else "0.3", markersize=4,
+                        label="start" if (e == 0 and j == 1) else None)
+        goal = np.asarray(task["goal"], dtype=np.float64)
+        ax.plot(goal[0], goal[1], "*", color="C3", markersize=14, label="goal")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_title(f"goal ({goal[0]:.2f}, {goal[1]:.2f})", fontsize="small")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize="x-small")
+    for ax in axes.ravel()[len(tasks):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return save_png(fig, path)
+
+
+# -- the report -------------------------------------------------------------------------------------------------
+
+
+def results_to_json(results: Mapping[str, AdaptationResult], command: str | None = None) -> str:
+    data = {"format": RESULTS_FORMAT, "command": command,
+            "results": {name: result.to_dict() for name, result in results.items()}}
+    return json.dumps(data, indent=1, allow_nan=False) + "\n"
+
+
+def load_results(path: str | os.PathLike) -> dict[str, AdaptationResult]:
+    """The results of a ``results.json`` written by :func:`write_report` (method name -> result)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
+        raise ValueError(f"{os.fspath(path)} is not a metasgd-rl results file (format {RESULTS_FORMAT})")
+    return {name: AdaptationResult.from_dict(d) for name, d in data["results"].items()}
+
+
+def _check_out_dir(out_dir: str | os.PathLike) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ComparisonError(f"--out {os.fspath(out_dir)!r} is not allowed: it is a file; use a directory")
+    return out
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    results: Mapping[str, AdaptationResult],
+    runs: Mapping[str, str | os.PathLike] | None = None,
+    models: Mapping[str, MetaSGD] | None = None,
+    command: str | None = None,
+    title: str = "Fast adaptation on held-out tasks",
+    trajectory_tasks: int = TRAJECTORY_TASKS,
+) -> Path:
+    """Write ``report.md``, ``results.json`` and the plots into ``out_dir`` (created if needed); returns
+    the path of ``report.md``.
+
+    ``results``: method name -> result (the adaptation curves and table; compare results on the same tasks).
+    ``runs``: name -> run directory whose ``metrics.csv`` gives learning curves (a missing file is noted).
+    ``models``: name -> model, for the α plots (Meta-SGD with learned α) and, on Navigation2D families, the
+    trajectories on the first ``trajectory_tasks`` tasks of ``results[name]`` (or of the first result), with
+    that result's steps and seed. ``command``: the command line that produced the report, quoted in it.
+    """
+    if not results:
+        raise ComparisonError("results={} is not allowed; give at least one AdaptationResult")
+    out = _check_out_dir(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs, models = dict(runs or {}), dict(models or {})
+    taken: set[str] = set()
+    slugs = {name: _slug(name, taken) for name in [*results, *(m for m in models if m not in results)]}
+    first = next(iter(results.values()))
+    md: list[str] = [f"# {title}", ""]
+    md += ["Produced by:", "", "```", command or "(a library call to metasgd_rl.report.write_report)", "```", ""]
+
+    # what was evaluated
+    families = sorted({str(r.family) for r in results.values()})
+    same_tasks = all(r.tasks == first.tasks for r in results.values())
+    seeds = sorted({json.dumps(r.seed) for r in results.values()})
+    md += [f"- task family: {', '.join(families)}",
+           f"- tasks: {first.n_tasks} from split `{first.split}`" +
+           (", the same tasks for every method" if same_tasks else
+            "; **the methods were evaluated on different tasks**: their numbers are not directly comparable"),
+           f"- episodes per task and step: {', '.join(sorted({str(r.episodes) for r in results.values()}))}",
+           f"- seed: {', '.join(seeds)}",
+           "- numbers: mean over tasks of each task's mean undiscounted episode return, ± the half-width of a "
+           "95% Student-t confidence interval over tasks", ""]
+    if any(r.split == "train" for r in results.values()):
+        md += ["**Note**: some results were evaluated on `split=train`, the training task distribution, not on "
+               "held-out tasks.", ""]
+    leaky = [name for name, m in models.items() if not getattr(m.family, "disjoint_splits", True)]
+    if leaky:
+        md += [f"**Note**: the task family of {', '.join(leaky)} cannot hold tasks out (`disjoint_splits = "
+               "False`): its test tasks come from the training distribution.", ""]
+
+    # adaptation
+    plot_adaptation_curves(results, out / ADAPTATION_PNG)
+    md += ["## Fast adaptation", "", adaptation_table(results), "", f"![Adaptation curves]({ADAPTATION_PNG})", ""]
+
+    # learning curves
+    if runs:
+        md += ["## Meta-training", ""]
+        metrics, missing = {}, []
+        for name, run_dir in runs.items():
+            try:
+                columns = read_metrics(run_dir)
+            except FileNotFoundError:
+                missing.append(name)
+                continue
+            if columns:
+                metrics[name] = columns
+            else:
+                missing.append(name)
+        if metrics:
+            plot_learning_curves(metrics, out / LEARNING_PNG)
+            md += ["Mean return on each iteration's training tasks before (pre) and after (post) adaptation, "
+                   "and on held-out tasks where the run evaluated them (`eval_every`).", "",
+                   learning_table(metrics), "", f"![Learning curves]({LEARNING_PNG})", ""]
+        if missing:
+            md += [f"No metrics.csv rows for: {', '.join(missing)}.", ""]
+
+    # step sizes
+    if models:
+        md += ["## Step sizes α", ""]
+        for name, model in models.items():
+            alpha_init = float(model.config["alpha_init"])
+            md += [f"### {name}", ""]
+            if alpha_is_fixed(model):
+                values = sorted({round(float(v), 6) for a in alpha_values(model).values() for v in a.ravel()})
+                md += [f"{type(model).__name__}: α is fixed, not learned ({model.step_sizes.granularity} α = "
+                       f"{', '.join(f'{v:g}' for v in values)} for every parameter, α_init = {alpha_init:g}); "
+                       "nothing to plot.", ""]
+                continue
+            png = f"alpha-{slugs[name]}.png"
+            plot_alpha(model, out / png, title=f"{name}: learned α ({model.step_sizes.granularity}), "
+                                               f"α_init = {alpha_init:g}")
+            md += [f"{type(model).__name__}, `alpha_granularity={model.step_sizes.granularity}`, α_init = "
+                   f"{alpha_init:g}, iteration {model.iteration}.", "", alpha_table(model), "",
+                   f"![α of {name}]({png})", ""]
+
+    # trajectories
+    navigation = {name: m for name, m in models.items() if is_navigation(m)}
+    if navigation and trajectory_tasks > 0:
+        md += ["## Trajectories", ""]
+        for name, model in navigation.items():
+            result = results.get(name, first)
+            tasks = result.tasks[:trajectory_tasks]
+            episodes = min(TRAJECTORY_EPISODES, result.episodes or TRAJECTORY_EPISODES)
+            steps = max(result.steps, 0)
+            png = f"trajectories-{slugs[name]}.png"
+            seed = seed_from_json(result.seed)
+            plot_trajectories(model, tasks, out / png, steps=steps, episodes=episodes,
+                              seed=0 if seed is None else seed,
+                              title=f"{name}: {len(tasks)} of the evaluated tasks, before and after {steps} steps")
+            md += [f"### {name}", "", f"{episodes} episodes per task before adaptation (grey) and after {steps} "
+                   f"inner step{'s' * (steps != 1)} (blue); start ○, goal ★.", "", f"![Trajectories of {name}]({png})",
+                   ""]
+
+    atomic_write_text(out / RESULTS_FILE, results_to_json(results, command))
+    return atomic_write_text(out / REPORT_FILE, "\n".join(md).rstrip() + "\n")
+
+
+def compare(
+    run_dirs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    n_tasks: int = 40,
+    steps: int = 3,
+    episodes: int = 20,
+    seed: int = 0,
+    command: str | None = None,
+    extra_results: Mapping[str, AdaptationResult] | None = None,
+) -> tuple[Path, dict[str, AdaptationResult]]:
+    """:func:`evaluate_runs` then :func:`write_report` (what ``metasgd-rl compare`` does).
+
+    ``extra_results`` (e.g. baselines evaluated on ``results[...].tasks``) are added to the report after the
+    runs' results. Returns the report's path and all results.
+    """
+    _check_out_dir(out_dir)
+    results, runs, models = evaluate_runs(run_dirs, n_tasks=n_tasks, steps=steps, episodes=episodes, seed=seed)
+    for name, result in (extra_results or {}).items():
+        if name in results:
+            raise ComparisonError(f"extra result {name!r} is not allowed: a run has that name")
+        results[name] = result
+    path = write_report(out_dir, results, runs, models, command=command,
+                        title=f"Comparison on {next(iter(results.values())).family}")
+    return path, results
