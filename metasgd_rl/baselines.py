@@ -30,10 +30,10 @@ import torch
 
 from metasgd_rl.callbacks import CallbackLike, as_callback
 from metasgd_rl.estimators import meta_objective, rollout_sampler
-from metasgd_rl.evaluation import t_ci95
 from metasgd_rl.family import Task, TaskFamily
 from metasgd_rl.model import _TRAIN_ROLLOUTS, MAML, MetaSGD, _positive_int
 from metasgd_rl.sampler import EpisodeBatch
+from metasgd_rl.stats import t_ci95
 
 PRETRAIN_OUTERS = ("trpo", "adam")
 PPO_MAX_N_STEPS = 2048  # SB3's default rollout length

@@ -27,6 +27,7 @@ import numpy as np
 from metasgd_rl.family import Task, check_split
 from metasgd_rl.io import atomic_write_text
 from metasgd_rl.sampler import EpisodeBatch, sample_episodes
+from metasgd_rl.stats import t_ci95
 
 if TYPE_CHECKING:
     from metasgd_rl.model import MetaSGD
@@ -35,22 +36,6 @@ if TYPE_CHECKING:
 RESULT_FORMAT = "metasgd-rl/adaptation-result/1"
 
 SeedLike = int | np.random.SeedSequence
-
-
-def t_ci95(values: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Half-width of the 95% Student-t confidence interval of the mean of ``values`` along ``axis``.
-
-    ``t_{0.975, n-1} * s / sqrt(n)`` with ``s`` the sample standard deviation (``ddof=1``); NaN where
-    ``n < 2``, where no interval can be estimated.
-    """
-    from scipy import stats
-
-    values = np.asarray(values, dtype=np.float64)
-    n = values.shape[axis]
-    shape = values.shape[:axis] + values.shape[axis + 1:]
-    if n < 2:
-        return np.full(shape, np.nan)
-    return stats.t.ppf(0.975, n - 1) * values.std(axis=axis, ddof=1) / math.sqrt(n)
 
 
 def seed_to_json(seed: SeedLike | None) -> int | dict[str, Any] | None:

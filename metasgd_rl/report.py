@@ -467,6 +467,7 @@ def write_report(
     command: str | None = None,
     title: str = "Fast adaptation on held-out tasks",
     trajectory_tasks: int = TRAJECTORY_TASKS,
+    notes: str | None = None,
 ) -> Path:
     """Write ``report.md``, ``results.json`` and the plots into ``out_dir`` (created if needed); returns
     the path of ``report.md``.
@@ -476,6 +477,7 @@ def write_report(
     ``models``: name -> model, for the α plots (Meta-SGD with learned α) and, on Navigation2D families, the
     trajectories on the first ``trajectory_tasks`` tasks of ``results[name]`` (or of the first result), with
     that result's steps and seed. ``command``: the command line that produced the report, quoted in it.
+    ``notes``: markdown appended at the end (e.g. tables of baselines that are not adaptation curves).
     """
     if not results:
         raise ComparisonError("results={} is not allowed; give at least one AdaptationResult")
@@ -571,6 +573,8 @@ def write_report(
                    f"inner step{'s' * (steps != 1)} (blue); start ○, goal ★.", "", f"![Trajectories of {name}]({png})",
                    ""]
 
+    if notes:
+        md += [notes.strip(), ""]
     atomic_write_text(out / RESULTS_FILE, results_to_json(results, command))
     return atomic_write_text(out / REPORT_FILE, "\n".join(md).rstrip() + "\n")
 

@@ -19,7 +19,8 @@ about 1,500 env steps/s here (one torch thread, 2×100 ReLU nets, n_steps 2000, 
 1×/10×/100× on 5 tasks is 1.11 M steps, about 12-13 minutes.
 
 Prints two markdown tables (returns ± 95% t-intervals over tasks) and the PPO budget that matches each
-method's return, and writes everything to ``--out`` (JSON).
+method's return, and writes a report into ``--out`` (``report.md`` with the adaptation curves of all methods,
+α and trajectories, ``results.json``) and the PPO numbers and timings (``baselines.json``).
 """
 
 from __future__ import annotations
@@ -41,15 +42,23 @@ from metasgd_rl.baselines import (
     pretrain_multitask,
     random_init,
 )
-from metasgd_rl.evaluation import t_ci95
 from metasgd_rl.io import atomic_write_text
+from metasgd_rl.report import write_report
+from metasgd_rl.stats import mean_ci95, t_ci95
 
 FINE_TUNE_KEYS = ("policy_kwargs", "episodes_per_task", "baseline", "gamma", "gae_lambda", "normalize_advantages")
 
 
 def cell(values: np.ndarray) -> str:
-    mean, half = float(np.mean(values)), float(t_ci95(np.asarray(values)[:, None])[0])
+    mean, half = mean_ci95(values)
     return f"{mean:.1f} ± {half:.1f}" if np.isfinite(half) else f"{mean:.1f}"
+
+
+def budget_cell(match: float | None, budgets: list[int]) -> str:
+    """A matching budget: "> largest" when PPO never reached it, "≤ smallest" when it did at once."""
+    if match is None:
+        return f"> {budgets[-1]:,}"
+    return f"≤ {budgets[0]:,}" if match <= budgets[0] else f"{match:,.0f}"
 
 
 def main() -> None:
@@ -69,7 +78,8 @@ def main() -> None:
     parser.add_argument("--budget-steps", type=int, default=1,
                         help="PPO's 1x budget = the transitions of this many adaptation steps")
     parser.add_argument("--ppo-deterministic", action="store_true", help="evaluate PPO with its mean action")
-    parser.add_argument("--out", type=Path, default=Path("runs/baselines-navigation/results.json"))
+    parser.add_argument("--out", type=Path, default=Path("runs/baselines-navigation"),
+                        help="report folder: report.md, plots, results.json, baselines.json (PPO, timings)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -103,9 +113,9 @@ def main() -> None:
     lines = [head + " |", "|---|" + "---|" * (args.steps + 1)]
     for name, result in results.items():
         lines.append(f"| {name} | " + " | ".join(cell(result.returns[:, k]) for k in range(args.steps + 1)) + " |")
-    print(f"\n{args.family}: return on {len(tasks)} held-out tasks ({args.episodes} episodes per task and step), "
-          "mean ± 95% t-interval over tasks\n")
-    print("\n".join(lines))
+    sections = [f"{args.family}: return on {len(tasks)} held-out tasks ({args.episodes} episodes per task and "
+                "step), mean ± 95% t-interval over tasks", "\n".join(lines)]
+    print("\n\n".join(sections))
     report = {"args": {k: json.loads(json.dumps(v, default=str)) for k, v in vars(args).items()},
               "command": "python scripts/baselines_navigation.py " + " ".join(sys.argv[1:]), "tasks": tasks,
               "adaptation": {name: {"returns": r.returns.tolist(), "mean": r.mean().tolist(),
@@ -133,24 +143,29 @@ def main() -> None:
         for name, result in results.items():
             matches[name] = [budget_to_match(budgets, ppo.mean(), float(result.returns[:n, k].mean()))
                              for k in range(args.steps + 1)]
-        print(f"\nOn the first {n} of those tasks, with SB3 PPO from scratch ({args.ppo_multipliers}× the "
-              f"{base:,} transitions of {args.budget_steps} adaptation step(s); {ppo.steps_per_second():.0f} env "
-              f"steps/s, {timings['ppo_s']:.0f} s)\n")
-        print("\n".join(lines))
-        print(f"\nPPO env steps to match each method's mean return on those tasks (log-linear between budgets; "
-              f"'> {budgets[-1]:,}': never within the budgets)\n")
-        print("| method | " + " | ".join(f"after {k}" for k in range(args.steps + 1)) + " |")
-        print("|---|" + "---|" * (args.steps + 1))
+        match_lines = ["| method | " + " | ".join(f"after {k}" for k in range(args.steps + 1)) + " |",
+                       "|---|" + "---|" * (args.steps + 1)]
         for name, row in matches.items():
-            print(f"| {name} | " + " | ".join(f"{m:,.0f}" if m is not None else f"> {budgets[-1]:,}" for m in row)
-                  + " |")
+            match_lines.append(f"| {name} | " + " | ".join(budget_cell(m, budgets) for m in row) + " |")
+        ppo_sections = [
+            f"On the first {n} of those tasks, with SB3 PPO from scratch ({args.ppo_multipliers}× the {base:,} "
+            f"transitions of {args.budget_steps} adaptation step(s); {ppo.steps_per_second():.0f} env steps/s, "
+            f"{timings['ppo_s']:.0f} s)", "\n".join(lines),
+            f"PPO env steps to match each method's mean return on those tasks (log-linear between budgets; "
+            f"'> {budgets[-1]:,}': not within the budgets; '≤ {budgets[0]:,}': already at the smallest)",
+            "\n".join(match_lines)]
+        print("\n\n" + "\n\n".join(ppo_sections))
+        sections += ppo_sections
         report["ppo"] = ppo.to_dict()
         report["ppo_budget_base"] = base
         report["ppo_budget_to_match"] = matches
     timings["total_s"] = time.perf_counter() - start
     report["timings"] = timings
-    atomic_write_text(args.out, json.dumps(report, indent=1))
-    print(f"\nwrote {args.out} ({timings['total_s']:.0f} s)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "baselines.json", json.dumps(report, indent=1))
+    path = write_report(args.out, results, models=models, command=report["command"],
+                        title=f"Baselines on {args.family}", notes="## Tables\n\n" + "\n\n".join(sections))
+    print(f"\nwrote {path} and {args.out / 'baselines.json'} ({timings['total_s']:.0f} s)")
 
 
 if __name__ == "__main__":

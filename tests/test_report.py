@@ -213,9 +213,11 @@ def test_a_report_with_a_baseline_computed_elsewhere_and_a_maml_model(tmp_path, 
                "MAML": evaluate_adaptation(maml, steps=1, episodes=2, tasks=meta.tasks, method="MAML"),
                "PPO from scratch": AdaptationResult(tasks=meta.tasks, returns=meta.returns - 1.0, episodes=2,
                                                     method="PPO")}
-    path = write_report(tmp_path, results, models={"MAML": maml}, trajectory_tasks=0)
+    path = write_report(tmp_path, results, models={"MAML": maml}, trajectory_tasks=0,
+                        notes="## Tables\n\n| PPO budget | 2,000 |")
     text = path.read_text()
     assert "| PPO from scratch |" in text and "the same tasks for every method" in text
+    assert text.rstrip().endswith("## Tables\n\n| PPO budget | 2,000 |")
     assert "α is fixed, not learned" in text and "alpha-" not in text  # MAML: said, not plotted
     assert "## Meta-training" not in text and "## Trajectories" not in text
     for png in referenced_pngs(path):

@@ -1,0 +1,59 @@
+"""Student-t intervals and Welch's test against hand-computed values and scipy's own implementation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from metasgd_rl.stats import mean_ci95, t_ci95, welch_test
+
+
+def test_mean_ci95_of_known_data():
+    # 1..5: mean 3, s = sqrt(2.5), t_{0.975, 4} = 2.7764451051977987
+    mean, half = mean_ci95([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert mean == 3.0
+    assert half == pytest.approx(2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5), rel=1e-12)
+    assert math.isnan(mean_ci95([4.0])[1])
+    with pytest.raises(ValueError, match="at least one"):
+        mean_ci95([])
+
+
+def test_t_ci95_along_an_axis():
+    values = np.arange(12.0).reshape(3, 4) ** 2
+    np.testing.assert_allclose(t_ci95(values, axis=1), [mean_ci95(row)[1] for row in values], rtol=1e-12)
+    assert np.isnan(t_ci95(values[:1], axis=0)).all()
+
+
+def test_welch_test_of_known_data():
+    # a = 1..5 (var 2.5), b = 2, 4, .., 10 (var 10): se = sqrt(0.5 + 2), t = -3 / sqrt(2.5),
+    # Welch–Satterthwaite dof = 2.5^2 / (0.5^2 / 4 + 2^2 / 4) = 6.25 / 1.0625
+    a, b = np.arange(1.0, 6.0), 2.0 * np.arange(1.0, 6.0)
+    result = welch_test(a, b)
+    dof = 6.25 / 1.0625
+    assert result.difference == -3.0
+    assert result.t == pytest.approx(-3.0 / math.sqrt(2.5), rel=1e-12)
+    assert result.dof == pytest.approx(dof, rel=1e-12)
+    assert result.p_value == pytest.approx(2 * stats.t.sf(3.0 / math.sqrt(2.5), dof), rel=1e-10)
+    assert result.ci95 == pytest.approx(stats.t.ppf(0.975, dof) * math.sqrt(2.5), rel=1e-10)
+    # and scipy's implementation agrees
+    assert result.p_value == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-10)
+    # the sign of the difference follows the order of the samples; p does not
+    swapped = welch_test(b, a)
+    assert swapped.difference == 3.0 and swapped.p_value == pytest.approx(result.p_value)
+
+
+def test_welch_test_separates_clearly_different_samples_and_not_equal_ones():
+    rng = np.random.default_rng(0)
+    assert welch_test(rng.normal(0, 1, 30), rng.normal(2, 1, 30)).p_value < 1e-6
+    same = welch_test(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0]))
+    assert same.difference == 0.0 and same.p_value == pytest.approx(1.0)
+
+
+def test_welch_test_without_enough_data_is_nan():
+    assert math.isnan(welch_test([1.0], [2.0, 3.0]).p_value)
+    assert math.isnan(welch_test([1.0, 1.0], [2.0, 2.0]).p_value)  # no variance at all
+    with pytest.raises(ValueError, match="non-empty"):
+        welch_test([], [1.0])
