@@ -183,6 +183,15 @@ def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def _save_grid(fig: Figure, axes: np.ndarray, used: int, title: str, path: str | os.PathLike) -> Path:
+    """Hide the grid's panels after the first ``used``, add the title, save."""
+    for ax in axes.ravel()[used:]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return save_png(fig, path)
+
+
 def _fmt(x: float, digits: int = 2) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
@@ -372,11 +381,7 @@ def plot_alpha(model: MetaSGD, path: str | os.PathLike, title: str = "") -> Path
                      f"|α−α_init| {np.abs(flat - alpha_init).mean():.3g}", fontsize="small")
         ax.set(xlabel="α", ylabel="entries")
         ax.legend(fontsize="x-small")
-    for ax in axes.ravel()[len(values):]:
-        ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    return save_png(fig, path)
+    return _save_grid(fig, axes, len(values), title, path)
 
 
 # -- Navigation2D trajectories ----------------------------------------------------------------------------------
@@ -428,11 +433,7 @@ def plot_trajectories(model: MetaSGD, tasks: Sequence[Mapping[str, Any]], path: 
         ax.grid(alpha=0.3)
         if i == 0:
             ax.legend(fontsize="x-small")
-    for ax in axes.ravel()[len(tasks):]:
-        ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    return save_png(fig, path)
+    return _save_grid(fig, axes, len(tasks), title, path)
 
 
 # -- the report -------------------------------------------------------------------------------------------------
