@@ -74,7 +74,8 @@ def pretrain_objective(model: MetaSGD, tasks: Sequence[Task], seed: int | np.ran
     surrogate; its ``loss`` is minus the mean surrogate over tasks, its ``post_return`` the mean pre-update
     return. The outer optimisers accept it unchanged (TRPO's trust region is then on the un-adapted policy).
     """
-    sample = rollout_sampler(model.family, model.policy, tasks, model.episodes_per_task, 0, seed, model.device)
+    sample = rollout_sampler(model.family, model.policy, tasks, model.episodes_per_task, 0, seed, model.device,
+                             model._sample_fn)
     return meta_objective(model.policy, model.step_sizes, sample, len(tasks), inner_steps=0, estimator="maml",
                           advantages=model.advantages, first_order=True)
 
