@@ -142,15 +142,7 @@ def pretrain_step(model: MetaSGD) -> dict[str, Any]:
     start = time.perf_counter()
     tasks = model.sample_train_tasks(model.iteration)
     batch = pretrain_objective(model, tasks, model._seed_sequence(_TRAIN_ROLLOUTS, model.iteration))
-    params = model.outer_optimizer.params
-    before = [p.detach().clone() for p in params]
-    stats = model.outer_optimizer.step(model, batch)
-    rejected = bool(stats.pop("rejected", 0.0))
-    if not all(bool(torch.isfinite(p).all()) for p in params):
-        rejected = True
-        with torch.no_grad():
-            for p, old in zip(params, before, strict=True):
-                p.copy_(old)
+    stats, rejected = model.outer_update(batch)
     if rejected:
         warnings.warn(f"pretraining iteration {model.iteration + 1}: the {model.outer} update was rejected; "
                       "θ is unchanged", RuntimeWarning, stacklevel=2)

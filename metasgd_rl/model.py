@@ -241,6 +241,19 @@ class MetaSGD:
     def _trainable(self) -> list[torch.Tensor]:
         return self.outer_optimizer.params
 
+    def outer_update(self, batch: MetaBatch) -> tuple[dict[str, float], bool]:
+        """Let the outer optimiser update θ, α from ``batch``; returns its statistics and whether the update
+        was rejected (by the optimiser, or because a parameter came out non-finite: then it is undone)."""
+        before = [p.detach().clone() for p in self._trainable()]
+        stats = self.outer_optimizer.step(self, batch)
+        rejected = bool(stats.pop("rejected", 0.0))
+        if not all(bool(torch.isfinite(p).all()) for p in self._trainable()):
+            rejected = True
+            with torch.no_grad():
+                for p, old in zip(self._trainable(), before, strict=True):
+                    p.copy_(old)
+        return stats, rejected
+
     def train_step(self) -> dict[str, Any]:
         """One meta-iteration: sample tasks, build the meta-objective, let the outer optimiser update θ, α.
 
@@ -249,16 +262,9 @@ class MetaSGD:
         start = time.perf_counter()
         tasks = self.sample_train_tasks(self.iteration)
         batch = self.meta_objective(tasks, self._seed_sequence(_TRAIN_ROLLOUTS, self.iteration))
-        before = [p.detach().clone() for p in self._trainable()]
-        stats = self.outer_optimizer.step(self, batch)
+        stats, rejected = self.outer_update(batch)
         timings = {**batch.timings, **{k.removeprefix("time/"): stats.pop(k) for k in list(stats)
                                        if k.startswith("time/")}}
-        rejected = bool(stats.pop("rejected", 0.0))
-        if not all(bool(torch.isfinite(p).all()) for p in self._trainable()):
-            rejected = True
-            with torch.no_grad():
-                for p, old in zip(self._trainable(), before, strict=True):
-                    p.copy_(old)
         if rejected:
             warnings.warn(f"iteration {self.iteration + 1}: the {self.outer} update was rejected (non-finite "
                           "values or no acceptable step); θ and α are unchanged", RuntimeWarning, stacklevel=2)
