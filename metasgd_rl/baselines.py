@@ -74,7 +74,8 @@ def pretrain_objective(model: MetaSGD, tasks: Sequence[Task], seed: int | np.ran
     surrogate; its ``loss`` is minus the mean surrogate over tasks, its ``post_return`` the mean pre-update
     return. The outer optimisers accept it unchanged (TRPO's trust region is then on the un-adapted policy).
     """
-    sample = rollout_sampler(model.family, model.policy, tasks, model.episodes_per_task, 0, seed, model.device)
+    sample = rollout_sampler(model.family, model.policy, tasks, model.episodes_per_task, 0, seed, model.device,
+                             model._sample_fn)
     return meta_objective(model.policy, model.step_sizes, sample, len(tasks), inner_steps=0, estimator="maml",
                           advantages=model.advantages, first_order=True)
 
@@ -141,15 +142,7 @@ def pretrain_step(model: MetaSGD) -> dict[str, Any]:
     start = time.perf_counter()
     tasks = model.sample_train_tasks(model.iteration)
     batch = pretrain_objective(model, tasks, model._seed_sequence(_TRAIN_ROLLOUTS, model.iteration))
-    params = model.outer_optimizer.params
-    before = [p.detach().clone() for p in params]
-    stats = model.outer_optimizer.step(model, batch)
-    rejected = bool(stats.pop("rejected", 0.0))
-    if not all(bool(torch.isfinite(p).all()) for p in params):
-        rejected = True
-        with torch.no_grad():
-            for p, old in zip(params, before, strict=True):
-                p.copy_(old)
+    stats, rejected = model.outer_update(batch)
     if rejected:
         warnings.warn(f"pretraining iteration {model.iteration + 1}: the {model.outer} update was rejected; "
                       "θ is unchanged", RuntimeWarning, stacklevel=2)

@@ -38,7 +38,8 @@ ALGOS = ("metasgd", "maml")
 #: MAML fixes these constructor arguments (one untrained scalar α); its configs must not set them
 MAML_FIXED = ("alpha_granularity", "learn_alpha")
 #: the only keys ``--set`` may change when resuming: they do not change what the iterations compute
-RESUME_MUTABLE = ("iterations", "checkpoint_every", "eval_every", "progress_bar")
+RESUME_MUTABLE = ("iterations", "checkpoint_every", "eval_every", "progress_bar", "sampler", "ray_address",
+                  "ray_workers")
 
 
 class ConfigError(ValueError):
@@ -219,6 +220,7 @@ def _model_validators() -> dict[str, Validator]:
     from metasgd_rl.advantages import BASELINES
     from metasgd_rl.estimators import ESTIMATORS
     from metasgd_rl.outer import OUTER_OPTIMIZERS
+    from metasgd_rl.ray_sampler import SAMPLERS
     from metasgd_rl.step_sizes import GRANULARITIES
 
     return {
@@ -242,6 +244,9 @@ def _model_validators() -> dict[str, Validator]:
         "normalize_advantages": boolean(),
         "seed": integer(0),
         "device": _device,
+        "sampler": choice(SAMPLERS),
+        "ray_address": string(nullable=True),
+        "ray_workers": optional(integer(1)),
     }
 
 

@@ -21,8 +21,9 @@ gradient w.r.t. θ' enters the meta-gradient. For α the pathwise part alone is 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -76,6 +77,9 @@ class MetaBatch:
     post_log_probs: torch.Tensor  # log π_θ'(a|s) of the post-update episodes at sampling time, detached
     adapted_params: Params  # [T, ...], still attached to the graph
     trajectory: list[tuple[Params, Params]]  # (θ_k, g_k) of every inner step, detached
+    #: seconds spent building it: ``sampling`` (all rollouts, advantages included), ``adaptation`` (the inner
+    #: steps), ``objective`` (the post-update surrogate)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def pre_return(self) -> float:
@@ -183,19 +187,28 @@ def meta_objective(
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator={estimator!r} is not allowed; use one of {list(ESTIMATORS)}")
     pre_batches, pre_advantages = [], []
+    sampling = 0.0
 
     def next_batch(k: int, params: Params) -> tuple[EpisodeBatch, torch.Tensor]:
+        nonlocal sampling
+        start = time.perf_counter()
         pre_batches.append(sample(params, k))
         pre_advantages.append(advantages(pre_batches[-1]))
+        sampling += time.perf_counter() - start
         return pre_batches[-1], pre_advantages[-1]
 
+    start = time.perf_counter()
     adaptation = adapt_tasks(policy, step_sizes, num_tasks, next_batch, inner_steps=inner_steps,
                              estimator=estimator, create_graph=not first_order)
+    adapted = time.perf_counter()
     post = sample(adaptation.params, inner_steps)
     post_adv = advantages(post)
+    sampled = time.perf_counter()
     task_losses = -post_update_surrogate(policy, adaptation, post, post_adv, estimator)
     with torch.no_grad():
         post_log_probs = batch_log_probs(policy, adaptation.params, post)
+    timings = {"sampling": sampling + sampled - adapted, "adaptation": adapted - start - sampling,
+               "objective": time.perf_counter() - sampled}
     return MetaBatch(
         loss=task_losses.mean(),
         task_losses=task_losses,
@@ -206,6 +219,7 @@ def meta_objective(
         post_log_probs=post_log_probs,
         adapted_params=adaptation.params,
         trajectory=adaptation.trajectory,
+        timings=timings,
     )
 
 
@@ -227,13 +241,18 @@ def rollout_sampler(
     inner_steps: int,
     seed: int | np.random.SeedSequence,
     device: torch.device | str = "cpu",
+    sample_fn: Callable[..., EpisodeBatch] = sample_episodes,
 ) -> Sampler:
-    """The real sampler: rollouts in the family's vector env, one seed stream per inner step."""
+    """The real sampler: rollouts in the family's vector env, one seed stream per inner step.
+
+    ``sample_fn`` has the signature of :func:`~metasgd_rl.sampler.sample_episodes` (e.g. a
+    :class:`~metasgd_rl.ray_sampler.RaySampler`).
+    """
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
     seeds = ss.spawn(inner_steps + 1)
     tasks = list(tasks)
 
     def sample(params: Params, k: int) -> EpisodeBatch:
-        return sample_episodes(family, policy, params, tasks, episodes_per_task, seeds[k], device)
+        return sample_fn(family, policy, params, tasks, episodes_per_task, seeds[k], device)
 
     return sample

@@ -26,7 +26,7 @@ import numpy as np
 
 from metasgd_rl.family import Task, check_split
 from metasgd_rl.io import atomic_write_text
-from metasgd_rl.sampler import EpisodeBatch, sample_episodes
+from metasgd_rl.sampler import EpisodeBatch
 from metasgd_rl.stats import t_ci95
 
 if TYPE_CHECKING:
@@ -231,8 +231,7 @@ def adaptation_rollouts(model: MetaSGD, tasks: Sequence[Task], steps: int, episo
     _, rollout_ss = _seed_sequence(seed).spawn(2)
     step_seeds = rollout_ss.spawn(steps + 1)
     params, batches = model.adapt_tasks(tasks, episodes, step_seeds[:-1])
-    batches.append(sample_episodes(model.family, model.policy, params, tasks, episodes, step_seeds[-1],
-                                   model.device))
+    batches.append(model.sample_episodes(params, tasks, episodes, step_seeds[-1]))
     return batches
 
 

@@ -27,8 +27,9 @@ from metasgd_rl.family import Task, TaskFamily
 from metasgd_rl.io import atomic_torch_save
 from metasgd_rl.outer import OUTER_OPTIMIZERS, make_outer_optimizer
 from metasgd_rl.policies import Policy, make_policy, observation_features
+from metasgd_rl.ray_sampler import SAMPLERS, make_sampler
 from metasgd_rl.registry import make_task_family
-from metasgd_rl.sampler import EpisodeBatch, sample_episodes
+from metasgd_rl.sampler import EpisodeBatch
 from metasgd_rl.step_sizes import StepSizes
 
 CHECKPOINT_FORMAT = "metasgd-rl/1"
@@ -110,6 +111,9 @@ class MetaSGD:
         seed: int = 0,
         device: str = "cpu",
         family_kwargs: Mapping[str, Any] | None = None,
+        sampler: str = "local",
+        ray_address: str | None = None,
+        ray_workers: int | None = None,
     ):
         if isinstance(family, str):
             self.family = make_task_family(family, **dict(family_kwargs or {}))
@@ -136,6 +140,9 @@ class MetaSGD:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed={seed!r} is not allowed; use a non-negative integer")
         self.seed, self.device = int(seed), torch.device(device)
+        self.sampler = _choice("sampler", sampler, SAMPLERS)
+        self.ray_address, self.ray_workers = ray_address, ray_workers
+        self._sample_fn = make_sampler(self.sampler, self.family, ray_address, ray_workers)
         self._init_args = dict(
             alpha_init=float(alpha_init), alpha_granularity=alpha_granularity, alpha_per_step=bool(alpha_per_step),
         )
@@ -177,6 +184,9 @@ class MetaSGD:
             normalize_advantages=self.advantages.normalize,
             seed=self.seed,
             device=str(self.device),
+            sampler=self.sampler,
+            ray_address=self.ray_address,
+            ray_workers=self.ray_workers,
         )
 
     # -- seeding ---------------------------------------------------------------------------------
@@ -186,11 +196,24 @@ class MetaSGD:
     def _stream(self, stream: int, *index: int) -> int:
         return int(self._seed_sequence(stream, *index).generate_state(1, np.uint64)[0] >> 1)
 
+    # -- rollouts --------------------------------------------------------------------------------
+    def sample_episodes(self, params: Mapping[str, torch.Tensor], tasks: Sequence[Task], episodes: int,
+                        seed: int | np.random.SeedSequence) -> EpisodeBatch:
+        """Episodes of ``tasks`` with per-task ``params`` ``[T, ...]``, on the model's sampler (local or Ray)."""
+        return self._sample_fn(self.family, self.policy, params, tasks, episodes, seed, self.device)
+
+    def close(self) -> None:
+        """Release the sampler's resources (Ray actors); the model stays usable and recreates them."""
+        close = getattr(self._sample_fn, "close", None)
+        if close is not None:
+            close()
+
     # -- meta-objective --------------------------------------------------------------------------
     def meta_objective(self, tasks: Sequence[Task], seed: int | np.random.SeedSequence) -> MetaBatch:
         """The estimator's surrogate on ``tasks`` plus the batches it came from."""
         sample = rollout_sampler(
-            self.family, self.policy, tasks, self.episodes_per_task, self.inner_steps, seed, self.device
+            self.family, self.policy, tasks, self.episodes_per_task, self.inner_steps, seed, self.device,
+            self._sample_fn,
         )
         return meta_objective(
             self.policy, self.step_sizes, sample, len(tasks), inner_steps=self.inner_steps,
@@ -218,14 +241,9 @@ class MetaSGD:
     def _trainable(self) -> list[torch.Tensor]:
         return self.outer_optimizer.params
 
-    def train_step(self) -> dict[str, Any]:
-        """One meta-iteration: sample tasks, build the meta-objective, let the outer optimiser update θ, α.
-
-        An update that produces a non-finite loss, gradient or parameter is undone and reported as rejected.
-        """
-        start = time.perf_counter()
-        tasks = self.sample_train_tasks(self.iteration)
-        batch = self.meta_objective(tasks, self._seed_sequence(_TRAIN_ROLLOUTS, self.iteration))
+    def outer_update(self, batch: MetaBatch) -> tuple[dict[str, float], bool]:
+        """Let the outer optimiser update θ, α from ``batch``; returns its statistics and whether the update
+        was rejected (by the optimiser, or because a parameter came out non-finite: then it is undone)."""
         before = [p.detach().clone() for p in self._trainable()]
         stats = self.outer_optimizer.step(self, batch)
         rejected = bool(stats.pop("rejected", 0.0))
@@ -234,6 +252,19 @@ class MetaSGD:
             with torch.no_grad():
                 for p, old in zip(self._trainable(), before, strict=True):
                     p.copy_(old)
+        return stats, rejected
+
+    def train_step(self) -> dict[str, Any]:
+        """One meta-iteration: sample tasks, build the meta-objective, let the outer optimiser update θ, α.
+
+        An update that produces a non-finite loss, gradient or parameter is undone and reported as rejected.
+        """
+        start = time.perf_counter()
+        tasks = self.sample_train_tasks(self.iteration)
+        batch = self.meta_objective(tasks, self._seed_sequence(_TRAIN_ROLLOUTS, self.iteration))
+        stats, rejected = self.outer_update(batch)
+        timings = {**batch.timings, **{k.removeprefix("time/"): stats.pop(k) for k in list(stats)
+                                       if k.startswith("time/")}}
         if rejected:
             warnings.warn(f"iteration {self.iteration + 1}: the {self.outer} update was rejected (non-finite "
                           "values or no acceptable step); θ and α are unchanged", RuntimeWarning, stacklevel=2)
@@ -245,6 +276,8 @@ class MetaSGD:
             "post_return": batch.post_return,
             "update_rejected": rejected,
             "seconds": time.perf_counter() - start,
+            "env_steps": int(sum(float(b.mask.sum()) for b in (*batch.pre_batches, batch.post_batch))),
+            **{f"time/{k}": v for k, v in timings.items()},
             **{f"outer/{k}": v for k, v in stats.items()},
             **{f"alpha/{k}": v for k, v in self.step_sizes.summary().items()},
             "tasks": tasks,
@@ -348,7 +381,7 @@ class MetaSGD:
         batches: list[EpisodeBatch] = []
 
         def next_batch(k: int, params: dict[str, torch.Tensor]) -> tuple[EpisodeBatch, torch.Tensor]:
-            batches.append(sample_episodes(self.family, self.policy, params, tasks, episodes, seeds[k], self.device))
+            batches.append(self.sample_episodes(params, tasks, episodes, seeds[k]))
             return batches[-1], self.advantages(batches[-1])
 
         adaptation = adapt_tasks(self.policy, self.step_sizes, len(tasks), next_batch, inner_steps=len(seeds),

@@ -8,6 +8,7 @@ result is not finite is rejected and θ, α are left as they were.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -125,8 +126,10 @@ class AdamOuter(OuterOptimizer):
         self.optimizer = torch.optim.Adam(self.params, lr=cfg["lr"])
 
     def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
+        start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         batch.loss.backward()
+        gradient_time = time.perf_counter() - start
         grads = [p.grad for p in self.params if p.grad is not None]
         if not (_finite(batch.loss, *grads)):
             return {"rejected": 1.0}
@@ -134,7 +137,7 @@ class AdamOuter(OuterOptimizer):
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         self.optimizer.step()
-        return {"grad_norm": grad_norm.item()}
+        return {"grad_norm": grad_norm.item(), "time/meta_gradient": gradient_time}
 
     def state_dict(self) -> dict[str, Any]:
         return self.optimizer.state_dict()
@@ -308,19 +311,26 @@ class TRPOOuter(OuterOptimizer):
 
     # -- the step -----------------------------------------------------------------------------------------
     def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
+        start = time.perf_counter()
         grads = torch.autograd.grad(batch.loss, self.params, retain_graph=True, allow_unused=True,
                                     materialize_grads=True)
         g = parameters_to_vector(grads).detach()
+        times = {"time/meta_gradient": time.perf_counter() - start}
         if not _finite(batch.loss, g):
-            return {"rejected": 1.0}
+            return {"rejected": 1.0, **times}
+        start = time.perf_counter()
         fvp = self.fisher_vector_product(model, batch)
         direction = conjugate_gradient(fvp, -g, self.cfg["cg_iters"])
         curvature = direction @ fvp(direction)
+        times["time/conjugate_gradient"] = time.perf_counter() - start
         if not (_finite(direction, curvature) and curvature > 0):
-            return {"rejected": 1.0, "grad_norm": g.norm().item()}
+            return {"rejected": 1.0, "grad_norm": g.norm().item(), **times}
         full_step = torch.sqrt(2 * self.cfg["max_kl"] / curvature) * direction
         expected = -(g @ full_step).item()
-        return self._line_search(model, batch, full_step, expected) | {"grad_norm": g.norm().item()}
+        start = time.perf_counter()
+        stats = self._line_search(model, batch, full_step, expected)
+        times["time/line_search"] = time.perf_counter() - start
+        return stats | {"grad_norm": g.norm().item(), **times}
 
     def _line_search(self, model: MetaSGD, batch: MetaBatch, full_step: torch.Tensor,
                      expected_improvement: float) -> dict[str, float]:
@@ -397,6 +407,7 @@ class PPOOuter(OuterOptimizer):
     def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
         pre_old = {n: p.detach().clone() for n, p in model.policy.task_parameters(batch.num_tasks).items()}
         stats: dict[str, float] = {}
+        start = time.perf_counter()
         for epoch in range(self.cfg["epochs"]):
             adaptation = replay_adaptation(model.policy, model.step_sizes, batch, estimator=model.estimator,
                                            create_graph=not model.first_order)
@@ -411,6 +422,7 @@ class PPOOuter(OuterOptimizer):
                 torch.nn.utils.clip_grad_norm_(self.params, self.cfg["max_grad_norm"])
             self.optimizer.step()
             stats["loss_epoch_0" if epoch == 0 else "loss_last_epoch"] = loss.item()
+        stats["time/epochs"] = time.perf_counter() - start
         return stats
 
     def state_dict(self) -> dict[str, Any]:

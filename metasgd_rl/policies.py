@@ -163,17 +163,27 @@ class GaussianMLPPolicy(MLPPolicy):
         var_ratio = torch.exp(2 * (lp - lq))
         return (0.5 * (var_ratio + ((mp - mq) * torch.exp(-lq)).pow(2) - 1) - (lp - lq)).sum(-1)
 
+    def draw_noise(self, batch_shape: Sequence[int], generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+        """Standard normal noise ``[*batch_shape, act_dim]`` (the policy's dtype): what :meth:`sample` turns into
+        actions."""
+        dtype = self.layers[-1].weight.dtype
+        return torch.randn((*batch_shape, self.out_dim), generator=generator, dtype=dtype, device=device)
+
     def sample(
         self,
         obs: torch.Tensor,
         params: Mapping[str, torch.Tensor] | None = None,
         generator: torch.Generator | None = None,
         deterministic: bool = False,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Actions for ``obs``; ``noise`` (from :meth:`draw_noise`) instead of drawing from ``generator``."""
         mean, log_std = self.distribution_params(obs, params)
         if deterministic:
             return mean
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        if noise is None:
+            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         return mean + torch.exp(log_std) * noise
 
     def kl(
@@ -222,18 +232,29 @@ class CategoricalMLPPolicy(MLPPolicy):
         """KL(p || q) between outputs of :meth:`distribution_params`."""
         return (p.exp() * (p - q)).sum(-1)
 
+    def draw_noise(self, batch_shape: Sequence[int], generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+        """Uniform noise in [0, 1) ``[*batch_shape]``: what :meth:`sample` turns into actions."""
+        return torch.rand(tuple(batch_shape), generator=generator, device=device)
+
     def sample(
         self,
         obs: torch.Tensor,
         params: Mapping[str, torch.Tensor] | None = None,
         generator: torch.Generator | None = None,
         deterministic: bool = False,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Actions for ``obs`` by inverting the CDF at uniform ``noise`` (from :meth:`draw_noise`, else drawn
+        from ``generator``): one number per action, so a slice of a batch's noise samples that slice."""
         logp = self.distribution_params(obs, params)
         if deterministic:
             return logp.argmax(-1)
-        flat = logp.reshape(-1, self.n_actions).exp()
-        return torch.multinomial(flat, 1, generator=generator).reshape(logp.shape[:-1])
+        if noise is None:
+            noise = torch.rand(logp.shape[:-1], generator=generator, device=logp.device)
+        cdf = torch.cumsum(logp.exp(), dim=-1)
+        action = (cdf < noise.unsqueeze(-1).to(cdf.dtype)).sum(-1)
+        return action.clamp(max=self.n_actions - 1)
 
     def kl(
         self, obs: torch.Tensor, params_p: Mapping[str, torch.Tensor], params_q: Mapping[str, torch.Tensor]

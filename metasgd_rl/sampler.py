@@ -18,7 +18,8 @@ class EpisodeBatch:
 
     ``mask[h, t, e]`` is 1 where step h of episode e of task t happened, 0 after the episode ended.
     ``observations`` are policy inputs (one-hot for discrete observation spaces). ``rewards`` are 0 where
-    the mask is 0. ``actions`` are the sampled actions before any clipping by the environment.
+    the mask is 0. ``actions`` are the sampled actions before any clipping by the environment (0 where the
+    mask is 0).
     """
 
     observations: torch.Tensor
@@ -26,6 +27,8 @@ class EpisodeBatch:
     rewards: torch.Tensor
     mask: torch.Tensor
     tasks: list[Task] = field(default_factory=list)
+    #: ``[T, E, obs_dim]``: the observations after the last step (frozen for finished episodes), or None
+    final_observations: torch.Tensor | None = None
 
     @property
     def horizon(self) -> int:
@@ -58,10 +61,11 @@ class EpisodeBatch:
         return EpisodeBatch(
             *(t.to(device) for t in (self.observations, self.actions, self.rewards, self.mask)),
             tasks=self.tasks,
+            final_observations=None if self.final_observations is None else self.final_observations.to(device),
         )
 
 
-def _seeds(seed: int | np.random.SeedSequence) -> tuple[int, int]:
+def rollout_seeds(seed: int | np.random.SeedSequence) -> tuple[int, int]:
     """An environment seed and a policy-noise seed, independent streams of one seed."""
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
     env_ss, noise_ss = ss.spawn(2)
@@ -81,14 +85,45 @@ def sample_episodes(
     """Roll out ``episodes_per_task`` episodes of each task, task t with the parameter set ``params[·][t]``.
 
     ``params`` carry a leading task axis of length ``len(tasks)`` (see :mod:`metasgd_rl.policies`).
-    Sub-envs are reset with one seed (sub-env i gets seed + i) and actions are drawn from a local torch
-    generator, both derived from ``seed``: the same seed gives the same batch.
+    Sub-envs are reset with one seed (sub-env i gets seed + i) and the policy's noise comes from a local
+    torch generator, both derived from ``seed``: the same seed gives the same batch.
+    """
+    env_seed, noise_seed = rollout_seeds(seed)
+    tasks = list(tasks)
+    return rollout_chunk(family, policy, params, tasks, episodes_per_task, env_seed, noise_seed, 0, len(tasks),
+                         device)
+
+
+@torch.no_grad()
+def rollout_chunk(
+    family: TaskFamily,
+    policy: Policy,
+    params: Mapping[str, torch.Tensor],
+    tasks: Sequence[Task],
+    episodes_per_task: int,
+    env_seed: int,
+    noise_seed: int,
+    first_task: int,
+    total_tasks: int,
+    device: torch.device | str = "cpu",
+) -> EpisodeBatch:
+    """Tasks ``first_task ..`` of a meta-batch of ``total_tasks``, exactly as :func:`sample_episodes` rolls
+    them out for the whole meta-batch.
+
+    The vector env of this chunk is reset with ``env_seed + first_task * episodes_per_task`` (its sub-env j is
+    sub-env ``first_task * E + j`` of the whole batch), and at every step the noise of all ``total_tasks`` tasks
+    is drawn from the ``noise_seed`` generator and this chunk's slice is used. Chunks rolled out anywhere (e.g.
+    on Ray workers) and joined with :func:`concat_chunks` are therefore the batch of the whole meta-batch.
+    Actions after an episode ended are 0; rolling out stops when every episode of the chunk has ended.
     """
     tasks = list(tasks)
     num_tasks, episodes = len(tasks), int(episodes_per_task)
+    if not 0 <= first_task <= total_tasks - num_tasks:
+        raise ValueError(f"tasks {first_task}..{first_task + num_tasks - 1} are not within a meta-batch of "
+                         f"{total_tasks} tasks")
     horizon = int(family.max_episode_steps)
-    env_seed, noise_seed = _seeds(seed)
     generator = torch.Generator(device=device).manual_seed(noise_seed)
+    task_slice = slice(first_task, first_task + num_tasks)
     params = {n: p.detach() for n, p in params.items()}
     venv = family.make_vector_env(tasks, episodes)
     if isinstance(venv, EpisodeVectorEnv):
@@ -102,22 +137,27 @@ def sample_episodes(
             )
         obs_space = family.observation_space
         discrete_actions = hasattr(policy, "n_actions")
-        raw_obs, _ = venv.reset(seed=env_seed)
+        raw_obs, _ = venv.reset(seed=env_seed + first_task * episodes)
         observations, actions, rewards, masks = [], [], [], []
         alive = np.ones(n_envs, dtype=bool)
         for _ in range(horizon):
             obs = observation_features(obs_space, torch.as_tensor(raw_obs, device=device))
             obs = obs.reshape(num_tasks, episodes, -1)
-            action = policy.sample(obs, params, generator)
+            noise = policy.draw_noise((total_tasks, episodes), generator, device)[task_slice]
+            mask = torch.as_tensor(alive, device=device).reshape(num_tasks, episodes)
+            action = policy.sample(obs, params, noise=noise)
+            action = torch.where(mask.reshape(*mask.shape, *([1] * (action.dim() - 2))), action,
+                                 torch.zeros((), dtype=action.dtype, device=device))
             observations.append(obs)
             actions.append(action)
-            masks.append(torch.as_tensor(alive, dtype=torch.float32, device=device).reshape(num_tasks, episodes))
+            masks.append(mask.to(torch.float32))
             env_action = action.cpu().numpy().reshape(n_envs, *(() if discrete_actions else (-1,)))
             raw_obs, reward, terminated, truncated, _ = venv.step(env_action)
             rewards.append(torch.as_tensor(np.where(alive, reward, 0.0), dtype=torch.float32, device=device))
             alive &= ~(np.asarray(terminated) | np.asarray(truncated))
             if not alive.any():
                 break
+        final_obs = observation_features(obs_space, torch.as_tensor(raw_obs, device=device))
     finally:
         venv.close()
     mask = torch.stack(masks)
@@ -127,4 +167,40 @@ def sample_episodes(
         rewards=torch.stack(rewards).reshape(mask.shape),
         mask=mask,
         tasks=tasks,
+        final_observations=final_obs.reshape(num_tasks, episodes, -1),
+    )
+
+
+def concat_chunks(chunks: Sequence[EpisodeBatch]) -> EpisodeBatch:
+    """Join the :func:`rollout_chunk` batches of consecutive task chunks along the task axis.
+
+    A chunk whose episodes all ended before the longest chunk's is padded as :func:`sample_episodes` would
+    have continued it: its final observations repeated (finished sub-envs are frozen), actions and rewards 0,
+    mask 0.
+    """
+    horizon = max(c.horizon for c in chunks)
+    padded = []
+    for c in chunks:
+        extra = horizon - c.horizon
+        if extra == 0:
+            padded.append(c)
+            continue
+        if c.final_observations is None:
+            raise ValueError("a chunk shorter than the others needs its final_observations to be padded")
+        pad = (extra, *c.rewards.shape[1:])
+        padded.append(EpisodeBatch(
+            observations=torch.cat([c.observations, c.final_observations.expand(extra, *c.final_observations.shape)]),
+            actions=torch.cat([c.actions, c.actions.new_zeros((extra, *c.actions.shape[1:]))]),
+            rewards=torch.cat([c.rewards, c.rewards.new_zeros(pad)]),
+            mask=torch.cat([c.mask, c.mask.new_zeros(pad)]),
+            tasks=c.tasks,
+        ))
+    return EpisodeBatch(
+        observations=torch.cat([c.observations for c in padded], dim=1),
+        actions=torch.cat([c.actions for c in padded], dim=1),
+        rewards=torch.cat([c.rewards for c in padded], dim=1),
+        mask=torch.cat([c.mask for c in padded], dim=1),
+        tasks=[t for c in chunks for t in c.tasks],
+        final_observations=None if any(c.final_observations is None for c in chunks)
+        else torch.cat([c.final_observations for c in chunks], dim=0),
     )

@@ -15,54 +15,20 @@ family's native vector env beats stepping single envs). Medians over ``--repeats
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import metasgd_rl as msr
+from metasgd_rl.benchmark import raw_rate, sampler_rate
 from metasgd_rl.io import atomic_write_text
 
 SKIP = {"GymEnv-v0"}  # needs a declaration, not a family of its own
-
-
-def raw_rate(family: msr.TaskFamily, tasks: list, episodes: int, seed: int) -> float:
-    """Transitions per second of single envs stepped in a loop (env construction not timed)."""
-    envs = [family.make_env(task) for task in tasks for _ in range(episodes)]
-    space = copy.deepcopy(family.action_space)
-    space.seed(seed)
-    actions = [[space.sample() for _ in envs] for _ in range(family.max_episode_steps)]
-    for i, env in enumerate(envs):
-        env.reset(seed=seed + i)
-    running, steps = list(envs), 0
-    start = time.perf_counter()
-    for step_actions in actions:
-        still = []
-        for env, action in zip(running, step_actions, strict=False):
-            _, _, terminated, truncated, _ = env.step(action)
-            if not (terminated or truncated):
-                still.append(env)
-        steps += len(running)
-        running = still
-        if not running:
-            break
-    elapsed = time.perf_counter() - start
-    for env in envs:
-        env.close()
-    return steps / elapsed
-
-
-def sampler_rate(family: msr.TaskFamily, policy, tasks: list, episodes: int, seed: int) -> float:
-    params = policy.task_parameters(len(tasks))
-    start = time.perf_counter()
-    batch = msr.sample_episodes(family, policy, params, tasks, episodes, seed)
-    return float(batch.mask.sum()) / (time.perf_counter() - start)
 
 
 def benchmark(family_id: str, tasks: int, episodes: int, horizon: int | None, repeats: int) -> dict:

@@ -397,3 +397,15 @@ def test_construction_generator_seeds_the_initial_parameters(make):
         assert torch.equal(sa[k], sb[k]), k
     assert not torch.equal(sa["layers.0.weight"], sc["layers.0.weight"])
     assert not torch.equal(sa["layers.0.bias"], sc["layers.0.bias"])
+
+
+@pytest.mark.parametrize("make", [gaussian, categorical], ids=["gaussian", "categorical"])
+def test_a_slice_of_the_noise_samples_that_slice_of_the_batch(make):
+    policy = make()
+    params = per_task_params(policy, T, seed=1)
+    obs = torch.randn(T, 50, OBS_DIM, generator=gen(2))
+    noise = policy.draw_noise((T, 50), gen(7))
+    whole = policy.sample(obs, params, noise=noise)
+    assert torch.equal(whole, policy.sample(obs, params, generator=gen(7)))  # the same draws as without noise=
+    part = policy.sample(obs[1:3], {n: p[1:3] for n, p in params.items()}, noise=noise[1:3])
+    assert torch.equal(part, whole[1:3])

@@ -10,7 +10,7 @@ import torch
 
 from metasgd_rl import make_task_family
 from metasgd_rl.policies import make_policy
-from metasgd_rl.sampler import EpisodeBatch, sample_episodes
+from metasgd_rl.sampler import EpisodeBatch, concat_chunks, rollout_chunk, rollout_seeds, sample_episodes
 from tests.bandit import BanditFamily, BanditVectorEnv
 
 TINY_STD = 1e-4
@@ -200,3 +200,54 @@ def test_wrong_number_of_sub_envs_is_a_clear_error():
         sample_episodes(family, policy, theta_for_tasks(policy, 2), tasks, 2, seed=0)
     message = str(info.value)
     assert "3" in message and "2 tasks" in message
+
+
+# -- chunks of a meta-batch (what Ray actors roll out) ---------------------------------------------------------
+
+
+def assert_same_batch(a: EpisodeBatch, b: EpisodeBatch) -> None:
+    assert a.tasks == b.tasks
+    for name in ("observations", "actions", "rewards", "mask"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.shape == y.shape and torch.equal(x, y), name
+
+
+@pytest.mark.parametrize("family_id, kwargs", [
+    ("Navigation2D-RandomStart-v0", {}),                      # native vector env, per-sub-env random starts
+    ("CartPoleRandParams-v0", {"max_episode_steps": 40}),     # generic vector env, discrete, early termination
+    ("MultiArmedBandit-v0", {}),                              # native vector env, discrete
+])
+def test_chunks_joined_are_the_whole_batch(family_id, kwargs):
+    family = make_task_family(family_id, **kwargs)
+    policy = make_policy(family.observation_space, family.action_space, hidden_sizes=(8,),
+                         generator=torch.Generator().manual_seed(0))
+    tasks = family.sample_tasks(5, np.random.default_rng(1))
+    params = {n: p.detach().unsqueeze(0).expand(5, *p.shape) + 0.3 * torch.randn(5, *p.shape, generator=gen)
+              for gen in [torch.Generator().manual_seed(2)] for n, p in policy.adaptable_parameters().items()}
+    whole = sample_episodes(family, policy, params, tasks, 3, seed=11)
+    env_seed, noise_seed = rollout_seeds(11)
+    for bounds in ([0, 2, 5], [0, 1, 2, 3, 4, 5], [0, 5]):
+        chunks = [rollout_chunk(family, policy, {n: p[a:b] for n, p in params.items()}, tasks[a:b], 3, env_seed,
+                                noise_seed, a, 5) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        assert_same_batch(concat_chunks(chunks), whole)
+    if family_id.startswith("CartPole"):
+        lengths = [c.horizon for c in chunks]
+        assert whole.mask[-1].sum() < whole.mask[0].sum()  # episodes ended at different times
+        assert whole.horizon == max(lengths)
+
+
+def test_actions_after_an_episode_ended_are_zero():
+    family = make_task_family("CartPoleRandParams-v0", max_episode_steps=60)
+    policy = make_policy(family.observation_space, family.action_space, hidden_sizes=(8,),
+                         generator=torch.Generator().manual_seed(0))
+    tasks = family.sample_tasks(2, np.random.default_rng(0))
+    batch = sample_episodes(family, policy, policy.task_parameters(2), tasks, 4, seed=0)
+    assert (batch.mask == 0).any()
+    assert (batch.actions[batch.mask == 0] == 0).all()
+
+
+def test_a_chunk_outside_the_meta_batch_is_refused(nav):
+    policy = linear_policy(nav)
+    tasks = nav.sample_tasks(2, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="not within a meta-batch of 3 tasks"):
+        rollout_chunk(nav, policy, policy.task_parameters(2), tasks, 1, 0, 0, first_task=2, total_tasks=3)

@@ -35,9 +35,11 @@ def write_config(path: Path, **changes: Any) -> Path:
 
 
 def metrics_rows(run_dir: Path, drop: tuple[str, ...] = ("seconds",)) -> list[dict[str, str]]:
-    """metrics.csv as dicts, without the wall-clock column (the only one allowed to differ between runs)."""
+    """metrics.csv as dicts, without the wall-clock columns (``seconds``, ``time/*``: the only ones allowed to
+    differ between runs)."""
     with open(run_dir / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
+        return [{k: v for k, v in row.items() if k not in drop and not k.startswith("time/")}
+                for row in csv.DictReader(f)]
 
 
 def assert_same_state(a: Any, b: Any, where: str = "state") -> None:

@@ -1,0 +1,219 @@
+"""Benchmarks: where a meta-iteration's time goes, how it scales with tasks, and sampler throughput.
+
+- :func:`time_meta_iterations`: real ``train_step`` calls of a model, each broken into the stages the model
+  logs (``time/*`` in ``metrics.csv``): ``sampling`` (all rollouts and their advantages), ``adaptation`` (the
+  inner steps), ``objective`` (the post-update surrogate), ``meta_gradient`` (its backward into θ and α),
+  ``conjugate_gradient`` and ``line_search`` (TRPO), ``epochs`` (PPO's re-adapting epochs, gradients
+  included); medians over repeats after warm-up iterations, and the process's peak resident memory.
+- :func:`raw_rate` / :func:`sampler_rate`: env transitions per second of single envs stepped in a Python loop
+  (the simulator's own cost) and through a sampler (local or Ray) with a per-task policy.
+
+Each setting runs in a fresh process (:func:`in_fresh_process`), so that peak memory belongs to it and one
+setting's allocator state does not slow the next. ``metasgd-rl benchmark`` and ``scripts/benchmark.py`` drive
+these and write JSON and markdown.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Any
+
+import numpy as np
+import torch
+
+STAGES = ("sampling", "adaptation", "objective", "meta_gradient", "conjugate_gradient", "line_search", "epochs")
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def time_meta_iterations(family: str = "Navigation2D-v0", tasks: int = 20, episodes: int = 20, outer: str = "trpo",
+                         repeats: int = 5, warmup: int = 1, threads: int | None = None,
+                         **model_kwargs: Any) -> dict[str, Any]:
+    """Median seconds per stage of ``repeats`` meta-iterations (after ``warmup``) of a fresh model.
+
+    ``model_kwargs`` go to :class:`~metasgd_rl.model.MetaSGD` (``estimator``, ``sampler``, ``device``,
+    ``policy_kwargs``, ...). Returns the setting, ``total`` and one entry per logged stage, ``env_steps`` per
+    iteration, ``sampler_steps_per_s`` (env steps / sampling seconds) and ``peak_memory_mb``.
+    """
+    from metasgd_rl.model import MetaSGD
+
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    model = MetaSGD(family, meta_batch_size=tasks, episodes_per_task=episodes, outer=outer, seed=0, **model_kwargs)
+    try:
+        for _ in range(warmup):
+            model.train_step()
+        infos = [model.train_step() for _ in range(repeats)]
+    finally:
+        model.close()
+    row: dict[str, Any] = {"family": family, "tasks": tasks, "episodes": episodes, "outer": outer,
+                           "sampler": model.sampler, "estimator": model.estimator, "threads": torch.get_num_threads()}
+    row["total"] = statistics.median(info["seconds"] for info in infos)
+    for stage in STAGES:
+        if f"time/{stage}" in infos[0]:
+            row[stage] = statistics.median(info[f"time/{stage}"] for info in infos)
+    row["env_steps"] = statistics.median(info["env_steps"] for info in infos)
+    row["sampler_steps_per_s"] = row["env_steps"] / row["sampling"]
+    row["rejected"] = sum(bool(info["update_rejected"]) for info in infos)
+    row["peak_memory_mb"] = peak_memory_mb()
+    return row
+
+
+def raw_rate(family: Any, tasks: Sequence[Mapping[str, Any]], episodes: int, seed: int) -> float:
+    """Transitions per second of single envs (``family.make_env``) stepped in a Python loop with pre-drawn
+    random actions until their episodes end (env construction not timed): the simulator's own cost."""
+    envs = [family.make_env(task) for task in tasks for _ in range(episodes)]
+    space = copy.deepcopy(family.action_space)
+    space.seed(seed)
+    actions = [[space.sample() for _ in envs] for _ in range(family.max_episode_steps)]
+    for i, env in enumerate(envs):
+        env.reset(seed=seed + i)
+    running, steps = list(envs), 0
+    start = time.perf_counter()
+    for step_actions in actions:
+        still = []
+        for env, action in zip(running, step_actions, strict=False):
+            _, _, terminated, truncated, _ = env.step(action)
+            if not (terminated or truncated):
+                still.append(env)
+        steps += len(running)
+        running = still
+        if not running:
+            break
+    elapsed = time.perf_counter() - start
+    for env in envs:
+        env.close()
+    return steps / elapsed
+
+
+def sampler_rate(family: Any, policy: Any, tasks: Sequence[Mapping[str, Any]], episodes: int, seed: int,
+                 sample_fn: Callable[..., Any] | None = None) -> float:
+    """Transitions per second of one rollout through ``sample_fn`` (default: the local sampler) with θ for
+    every task."""
+    from metasgd_rl.sampler import sample_episodes
+
+    sample_fn = sample_episodes if sample_fn is None else sample_fn
+    params = policy.task_parameters(len(tasks))
+    start = time.perf_counter()
+    batch = sample_fn(family, policy, params, list(tasks), episodes, seed)
+    return float(batch.mask.sum()) / (time.perf_counter() - start)
+
+
+def sampling_throughput(family_id: str, tasks: int, episodes: int, repeats: int = 3, horizon: int | None = None,
+                        samplers: Sequence[str] = ("local",), ray_workers: int | None = None,
+                        threads: int = 1) -> dict[str, Any]:
+    """Raw env steps/s and sampler steps/s (per sampler kind) on the same tasks, medians of ``repeats`` after a
+    warm-up rollout (which also builds the envs a sampler keeps)."""
+    from metasgd_rl.policies import make_policy
+    from metasgd_rl.ray_sampler import make_sampler
+    from metasgd_rl.registry import make_task_family
+
+    torch.set_num_threads(int(threads))
+    family = make_task_family(family_id, **({"max_episode_steps": horizon} if horizon else {}))
+    task_list = family.sample_tasks(tasks, np.random.default_rng(0))
+    policy = make_policy(family.observation_space, family.action_space, hidden_sizes=(100, 100),
+                         generator=torch.Generator().manual_seed(0))
+    row: dict[str, Any] = {"family": family_id, "tasks": tasks, "episodes": episodes,
+                           "horizon": family.max_episode_steps}
+    for kind in samplers:
+        sample_fn = make_sampler(kind, family, ray_workers=ray_workers)
+        try:
+            sampler_rate(family, policy, task_list, episodes, 0, sample_fn)
+            row[f"{kind}_steps_per_s"] = statistics.median(
+                sampler_rate(family, policy, task_list, episodes, r + 1, sample_fn) for r in range(repeats))
+        finally:
+            getattr(sample_fn, "close", lambda: None)()
+    row["raw_steps_per_s"] = statistics.median(raw_rate(family, task_list, episodes, r + 1) for r in range(repeats))
+    return row
+
+
+def in_fresh_process(function: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    """``function(**kwargs)`` in a new (spawned) Python process: its own peak memory and allocator state."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(function, **kwargs).result()
+
+
+def stage_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: one row per setting, seconds per stage, total, sampler throughput and peak memory."""
+    stages = [s for s in STAGES if any(s in r for r in rows)]
+    head = ["outer", "sampler", "tasks", "episodes", *(f"{s} (s)" for s in stages), "total (s)",
+            "sampler steps/s", "peak MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["outer"], r["sampler"], str(r["tasks"]), str(r["episodes"]),
+                 *(f"{r[s]:.3f}" if s in r else "–" for s in stages), f"**{r['total']:.3f}**",
+                 f"{r['sampler_steps_per_s']:,.0f}", f"{r['peak_memory_mb']:,.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def throughput_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: raw and sampler env steps/s per family and sampler kind."""
+    kinds = [k.removesuffix("_steps_per_s") for k in rows[0] if k.endswith("_steps_per_s") and k != "raw_steps_per_s"]
+    head = ["family", "tasks × episodes × horizon", "raw env steps/s", *(f"{k} sampler steps/s" for k in kinds),
+            *(f"{k} overhead" for k in kinds)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        raw = r["raw_steps_per_s"]
+        cells = [r["family"], f"{r['tasks']} × {r['episodes']} × {r['horizon']}", f"{raw:,.0f}",
+                 *(f"{r[f'{k}_steps_per_s']:,.0f}" for k in kinds),
+                 *(f"{raw / r[f'{k}_steps_per_s']:.2f}×" for k in kinds)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_benchmark(family: str = "Navigation2D-v0", tasks: Sequence[int] = (20,), episodes: Sequence[int] = (20,),
+                  outers: Sequence[str] = ("trpo", "adam", "ppo"), samplers: Sequence[str] = ("local",),
+                  throughput_families: Sequence[str] = (), throughput_tasks: int = 40,
+                  throughput_episodes: int = 20, repeats: int = 5, warmup: int = 1, threads: int | None = None,
+                  ray_workers: int | None = None, estimator: str | None = None,
+                  echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every (outer, sampler, tasks, episodes) setting of :func:`time_meta_iterations` and every
+    :func:`sampling_throughput` family, each in a fresh process; returns JSON-able results with markdown."""
+    stage_rows, throughput_rows = [], []
+    extra = {} if estimator is None else {"estimator": estimator}
+    for outer in outers:
+        for sampler in samplers:
+            for t in tasks:
+                for e in episodes:
+                    row = in_fresh_process(time_meta_iterations, family=family, tasks=t, episodes=e, outer=outer,
+                                           repeats=repeats, warmup=warmup, threads=threads, sampler=sampler,
+                                           ray_workers=ray_workers, **extra)
+                    stage_rows.append(row)
+                    echo(stage_table([row]).splitlines()[-1])
+    for family_id in throughput_families:
+        row = in_fresh_process(sampling_throughput, family_id=family_id, tasks=throughput_tasks,
+                               episodes=throughput_episodes, repeats=min(repeats, 3), samplers=samplers,
+                               ray_workers=ray_workers)
+        throughput_rows.append(row)
+        echo(throughput_table([row]).splitlines()[-1])
+    markdown = []
+    if stage_rows:
+        markdown += [f"Seconds per meta-iteration on {family} by stage (medians of {repeats} iterations after "
+                     f"{warmup} warm-up), estimator {stage_rows[0]['estimator']}, torch threads "
+                     f"{stage_rows[0]['threads']}:", "", stage_table(stage_rows), ""]
+    if throughput_rows:
+        markdown += ["Env transitions per second: single envs stepped in a Python loop (raw) vs the sampler with "
+                     "a 2×100 policy, one set of parameters per task:", "", throughput_table(throughput_rows), ""]
+    return {"machine": machine(), "stages": stage_rows, "throughput": throughput_rows,
+            "markdown": "\n".join(markdown)}

@@ -1,0 +1,64 @@
+"""The benchmark harness: per-stage timings that add up, settings in fresh processes, the CLI. No test here
+depends on how fast anything is."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from metasgd_rl import MetaSGD
+from metasgd_rl.benchmark import STAGES, in_fresh_process, sampling_throughput, stage_table, time_meta_iterations
+from metasgd_rl.cli import main
+
+TINY = dict(policy_kwargs=dict(hidden_sizes=(8,)))
+
+
+@pytest.mark.parametrize("outer, stages", [
+    ("trpo", {"sampling", "adaptation", "objective", "meta_gradient", "conjugate_gradient", "line_search"}),
+    ("adam", {"sampling", "adaptation", "objective", "meta_gradient"}),
+    ("ppo", {"sampling", "adaptation", "objective", "epochs"}),
+])
+def test_every_iteration_logs_its_stages_and_they_fit_in_the_total(outer, stages):
+    model = MetaSGD("MultiArmedBandit-v0", meta_batch_size=3, episodes_per_task=2, inner_steps=2, outer=outer,
+                    seed=0, **TINY)
+    info = model.train_step()
+    logged = {k.removeprefix("time/") for k in info if k.startswith("time/")}
+    assert logged == stages
+    assert all(info[f"time/{s}"] >= 0 for s in stages)
+    assert sum(info[f"time/{s}"] for s in stages) <= info["seconds"]
+    horizon = model.family.max_episode_steps  # bandit episodes never end early
+    assert info["env_steps"] == (2 + 1) * 3 * 2 * horizon
+
+
+def test_time_meta_iterations_reports_medians_memory_and_throughput():
+    row = in_fresh_process(time_meta_iterations, family="Navigation2D-v0", tasks=2, episodes=2, outer="adam",
+                           repeats=2, warmup=0, threads=1, **TINY)
+    assert (row["tasks"], row["episodes"], row["outer"], row["sampler"], row["threads"]) == (2, 2, "adam", "local", 1)
+    assert set(STAGES) & set(row) == {"sampling", "adaptation", "objective", "meta_gradient"}
+    assert row["total"] >= row["sampling"] > 0 and row["peak_memory_mb"] > 50
+    assert row["sampler_steps_per_s"] == pytest.approx(row["env_steps"] / row["sampling"])
+    assert "| adam | local | 2 | 2 |" in stage_table([row])
+
+
+def test_sampling_throughput_measures_raw_and_sampler_rates():
+    row = sampling_throughput("Navigation2D-v0", tasks=2, episodes=2, repeats=1, horizon=5)
+    assert row["horizon"] == 5 and row["raw_steps_per_s"] > 0 and row["local_steps_per_s"] > 0
+
+
+def test_the_benchmark_command_writes_json_and_markdown(tmp_path, capsys):
+    argv = ["benchmark", "--tasks", "2", "--episodes", "2", "--outer", "adam", "--repeats", "1", "--warmup", "0",
+            "--threads", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "benchmark.json").read_text())
+    assert data["command"] == "metasgd-rl " + " ".join(argv)
+    assert [(r["outer"], r["tasks"]) for r in data["stages"]] == [("adam", 2)]
+    assert data["machine"]["cpus"] >= 1
+    assert "| adam | local | 2 | 2 |" in (tmp_path / "benchmark.md").read_text()
+    assert "meta_gradient (s)" in capsys.readouterr().out
+
+
+def test_the_benchmark_command_refuses_an_unknown_family(capsys):
+    assert main(["benchmark", "--family", "Navigation3D-v0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "family='Navigation3D-v0' is not allowed" in err
