@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key; VALUE is YAML, dots reach nested keys "
                             "(outer_kwargs.max_kl=0.02). Repeatable. With --resume only iterations, "
-                            "checkpoint_every, eval_every and progress_bar may change")
+                            "checkpoint_every, eval_every, progress_bar and the sampler keys (sampler, "
+                            "ray_address, ray_workers) may change")
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue this run directory from its last checkpoint; the result equals an "
                             "uninterrupted run with the same seed")

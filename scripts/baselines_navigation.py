@@ -15,8 +15,8 @@ Fine-tuning uses α = ``--step-size`` and the first model's policy size, episode
 (the MAML protocol's when no model is given). Then SB3 PPO from scratch on the first ``--ppo-tasks`` of those
 tasks with ``--ppo-multipliers`` × the transitions that ``--budget-steps`` adaptation steps use per task
 (episodes × horizon × steps: 20 × 100 × 1 = 2,000 by default, so 2k / 20k / 200k steps). SB3 PPO runs at
-about 1,500 env steps/s here (one torch thread, 2×100 ReLU nets, n_steps 2000, batch 50): the default
-1×/10×/100× on 5 tasks is 1.11 M steps, about 12-13 minutes.
+about 370 env steps/s here (one torch thread, 2×100 ReLU nets, n_steps 2000, batch 50, 10 epochs; measured
+while another job shared the CPU): 1×/10×/100× is 222,000 steps, about 10 minutes per task.
 
 Prints two markdown tables (returns ± 95% t-intervals over tasks) and the PPO budget that matches each
 method's return, and writes a report into ``--out`` (``report.md`` with the adaptation curves of all methods,

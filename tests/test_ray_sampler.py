@@ -195,3 +195,17 @@ def test_an_error_in_the_environment_is_raised_as_itself(local_ray):
             sampler(family, policy, policy.task_parameters(2), tasks, 2, seed=0)
     finally:
         sampler.close()
+
+
+def test_a_run_resumed_on_ray_equals_the_uninterrupted_local_run(local_ray, tmp_path):
+    from metasgd_rl.run import Run
+    from tests.tiny_config import metrics_rows
+
+    config = {**TINY, "family": "Navigation2D-RandomStart-v0", "iterations": 2, "checkpoint_every": 1}
+    Run.create(resolve_config({**config, "run_dir": str(tmp_path / "local")})).train()
+    Run.create(resolve_config({**config, "iterations": 1, "run_dir": str(tmp_path / "mixed")})).train()
+    resumed = Run.resume(tmp_path / "mixed", ["iterations=2", "sampler=ray", "ray_workers=2"])
+    assert resumed.model.sampler == "ray"
+    resumed.train()
+    resumed.model.close()
+    assert metrics_rows(tmp_path / "mixed") == metrics_rows(tmp_path / "local")
