@@ -168,6 +168,7 @@ class RaySampler:
         tasks = list(tasks)
         total = len(tasks)
         env_seed, noise_seed = rollout_seeds(seed)
+        self._init_ray()
         bounds = np.array_split(np.arange(total), min(total, self._wanted_workers()))
         actors = self.actors(len(bounds))
         policy_ref = self.ray.put(_cpu_copy(policy))

@@ -75,6 +75,30 @@ def test_a_missing_ray_says_what_to_install(monkeypatch):
     assert str(info.value) == INSTALL_HINT
 
 
+def _rollout_in_a_process_without_ray() -> tuple[bool, int]:
+    """In a fresh process: a RaySampler starts its own local Ray (2 actors) and samples the local batch."""
+    import ray
+
+    family = make_task_family("Navigation2D-v0", max_episode_steps=5)
+    policy = make_policy(family.observation_space, family.action_space, hidden_sizes=(8,))
+    tasks = family.sample_tasks(3, np.random.default_rng(0))
+    sampler = RaySampler(family, num_workers=2)
+    try:
+        batch = sampler(family, policy, policy.task_parameters(3), tasks, 2, seed=0)
+        local = sample_episodes(family, policy, policy.task_parameters(3), tasks, 2, seed=0)
+        return torch.equal(batch.observations, local.observations), len(sampler._actors)
+    finally:
+        sampler.close()
+        ray.shutdown()
+
+
+def test_a_sampler_starts_a_local_ray_when_none_is_running():
+    pytest.importorskip("ray", reason="the distributed extra (ray) is not installed")
+    from metasgd_rl.benchmark import in_fresh_process
+
+    assert in_fresh_process(_rollout_in_a_process_without_ray) == (True, 2)
+
+
 # -- with a local Ray --------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
