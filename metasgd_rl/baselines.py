@@ -31,7 +31,7 @@ import torch
 from metasgd_rl.callbacks import CallbackLike, as_callback
 from metasgd_rl.estimators import meta_objective, rollout_sampler
 from metasgd_rl.family import Task, TaskFamily
-from metasgd_rl.model import _TRAIN_ROLLOUTS, MAML, MetaSGD, _positive_int
+from metasgd_rl.model import _TRAIN_ROLLOUTS, MAML, MetaSGD, _int_at_least, _positive_int
 from metasgd_rl.sampler import EpisodeBatch
 from metasgd_rl.stats import t_ci95
 
@@ -142,7 +142,7 @@ def pretrain_step(model: MetaSGD) -> dict[str, Any]:
     start = time.perf_counter()
     tasks = model.sample_train_tasks(model.iteration)
     batch = pretrain_objective(model, tasks, model._seed_sequence(_TRAIN_ROLLOUTS, model.iteration))
-    stats, rejected = model.outer_update(batch)
+    stats, timings, rejected = model.outer_update(batch)
     if rejected:
         warnings.warn(f"pretraining iteration {model.iteration + 1}: the {model.outer} update was rejected; "
                       "θ is unchanged", RuntimeWarning, stacklevel=2)
@@ -153,6 +153,7 @@ def pretrain_step(model: MetaSGD) -> dict[str, Any]:
         "pre_return": batch.post_return,  # zero inner steps: the rollout of θ itself
         "update_rejected": rejected,
         "seconds": time.perf_counter() - start,
+        **{f"time/{k}": v for k, v in timings.items()},
         **{f"outer/{k}": v for k, v in stats.items()},
         "tasks": tasks,
     }
@@ -172,9 +173,7 @@ def adaptation_samples(
     - a list of :class:`~metasgd_rl.sampler.EpisodeBatch` (e.g. from ``model.adapt_tasks``): the actual count
       in the first ``steps`` batches, averaged over tasks and rounded up.
     """
-    if isinstance(steps, bool) or int(steps) != steps or steps < 0:
-        raise ValueError(f"steps={steps!r} is not allowed; use an integer >= 0")
-    steps = int(steps)
+    steps = _int_at_least("steps", steps, 0)
     if isinstance(model_or_episodes, MetaSGD):
         family = model_or_episodes.family if family is None else family
         model_or_episodes = model_or_episodes.episodes_per_task

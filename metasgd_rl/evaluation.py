@@ -26,6 +26,7 @@ import numpy as np
 
 from metasgd_rl.family import Task, check_split
 from metasgd_rl.io import atomic_write_text
+from metasgd_rl.model import _int_at_least
 from metasgd_rl.sampler import EpisodeBatch
 from metasgd_rl.stats import t_ci95
 
@@ -186,12 +187,6 @@ class AdaptationResult:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}={value!r} is not allowed; use an integer >= {minimum}")
-    return int(value)
-
-
 def _seed_sequence(seed: SeedLike) -> np.random.SeedSequence:
     if isinstance(seed, np.random.SeedSequence):
         return seed
@@ -206,7 +201,7 @@ def evaluation_tasks(model: MetaSGD, n_tasks: int, split: str = "test", seed: Se
     Warns (``UserWarning``) when ``split="test"`` but the family cannot hold tasks out
     (``disjoint_splits = False``): the "held-out" tasks then come from the training distribution.
     """
-    n_tasks = _check_count("n_tasks", n_tasks, 1)
+    n_tasks = _int_at_least("n_tasks", n_tasks, 1)
     check_split(split)
     if split == "test" and not getattr(model.family, "disjoint_splits", True):
         warnings.warn(f"{model.family!r} declares disjoint_splits = False: its held-out ('test') tasks come from "
@@ -223,8 +218,8 @@ def adaptation_rollouts(model: MetaSGD, tasks: Sequence[Task], steps: int, episo
     Rollout seeds derive from ``seed`` exactly as in :func:`evaluate_adaptation`, so the same
     ``(tasks, steps, episodes, seed)`` gives the episodes that it evaluates (e.g. to plot them).
     """
-    steps = _check_count("steps", steps, 0)
-    episodes = _check_count("episodes", episodes, 1)
+    steps = _int_at_least("steps", steps, 0)
+    episodes = _int_at_least("episodes", episodes, 1)
     tasks = list(tasks)
     if not tasks:
         raise ValueError("tasks=[] is not allowed; give at least one task")
@@ -260,8 +255,8 @@ def evaluate_adaptation(
     still derive from ``seed``, so the same ``seed`` gives every model the same environment seeds).
     ``method`` labels the result (default: the model's class name).
     """
-    steps = _check_count("steps", steps, 0)
-    episodes = _check_count("episodes", episodes, 1)
+    steps = _int_at_least("steps", steps, 0)
+    episodes = _int_at_least("episodes", episodes, 1)
     check_split(split)
     if tasks is None:
         tasks = evaluation_tasks(model, n_tasks, split, seed)

@@ -41,10 +41,15 @@ DEFAULT_POLICY_KWARGS: dict[str, Any] = dict(
 _POLICY_INIT, _TRAIN_TASKS, _TRAIN_ROLLOUTS, _META_LOSS, _ADAPT = range(5)
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r} is not allowed; use an integer >= 1")
+def _int_at_least(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int, or a ValueError naming it when it is not an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}={value!r} is not allowed; use an integer >= {minimum}")
     return int(value)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    return _int_at_least(name, value, 1)
 
 
 def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
@@ -241,18 +246,24 @@ class MetaSGD:
     def _trainable(self) -> list[torch.Tensor]:
         return self.outer_optimizer.params
 
-    def outer_update(self, batch: MetaBatch) -> tuple[dict[str, float], bool]:
-        """Let the outer optimiser update θ, α from ``batch``; returns its statistics and whether the update
-        was rejected (by the optimiser, or because a parameter came out non-finite: then it is undone)."""
+    def outer_update(self, batch: MetaBatch) -> tuple[dict[str, float], dict[str, float], bool]:
+        """Let the outer optimiser update θ, α from ``batch``.
+
+        Returns its statistics, the seconds per stage (``batch``'s and the optimiser's ``time/*``, without the
+        prefix) and whether the update was rejected (by the optimiser, or because a parameter came out
+        non-finite: then it is undone).
+        """
         before = [p.detach().clone() for p in self._trainable()]
         stats = self.outer_optimizer.step(self, batch)
+        timings = {**batch.timings,
+                   **{k.removeprefix("time/"): stats.pop(k) for k in list(stats) if k.startswith("time/")}}
         rejected = bool(stats.pop("rejected", 0.0))
         if not all(bool(torch.isfinite(p).all()) for p in self._trainable()):
             rejected = True
             with torch.no_grad():
                 for p, old in zip(self._trainable(), before, strict=True):
                     p.copy_(old)
-        return stats, rejected
+        return stats, timings, rejected
 
     def train_step(self) -> dict[str, Any]:
         """One meta-iteration: sample tasks, build the meta-objective, let the outer optimiser update θ, α.
@@ -262,9 +273,7 @@ class MetaSGD:
         start = time.perf_counter()
         tasks = self.sample_train_tasks(self.iteration)
         batch = self.meta_objective(tasks, self._seed_sequence(_TRAIN_ROLLOUTS, self.iteration))
-        stats, rejected = self.outer_update(batch)
-        timings = {**batch.timings, **{k.removeprefix("time/"): stats.pop(k) for k in list(stats)
-                                       if k.startswith("time/")}}
+        stats, timings, rejected = self.outer_update(batch)
         if rejected:
             warnings.warn(f"iteration {self.iteration + 1}: the {self.outer} update was rejected (non-finite "
                           "values or no acceptable step); θ and α are unchanged", RuntimeWarning, stacklevel=2)

@@ -43,8 +43,8 @@ from metasgd_rl.baselines import (
     random_init,
 )
 from metasgd_rl.io import atomic_write_text
-from metasgd_rl.report import write_report
-from metasgd_rl.stats import mean_ci95, t_ci95
+from metasgd_rl.report import adaptation_table, write_report
+from metasgd_rl.stats import mean_ci95
 
 FINE_TUNE_KEYS = ("policy_kwargs", "episodes_per_task", "baseline", "gamma", "gae_lambda", "normalize_advantages")
 
@@ -109,17 +109,11 @@ def main() -> None:
                                                 seed=args.seed)
         timings[f"evaluate {name} s"] = time.perf_counter() - t
 
-    head = "| method | " + " | ".join(f"after {k} step{'' if k == 1 else 's'}" for k in range(args.steps + 1))
-    lines = [head + " |", "|---|" + "---|" * (args.steps + 1)]
-    for name, result in results.items():
-        lines.append(f"| {name} | " + " | ".join(cell(result.returns[:, k]) for k in range(args.steps + 1)) + " |")
-    sections = [f"{args.family}: return on {len(tasks)} held-out tasks ({args.episodes} episodes per task and "
-                "step), mean ± 95% t-interval over tasks", "\n".join(lines)]
-    print("\n\n".join(sections))
+    print(f"{args.family}: return on {len(tasks)} held-out tasks ({args.episodes} episodes per task and step), "
+          f"mean ± 95% t-interval over tasks\n\n{adaptation_table(results, digits=1)}")
+    sections: list[str] = []  # what report.md gets beyond its adaptation table
     report = {"args": {k: json.loads(json.dumps(v, default=str)) for k, v in vars(args).items()},
               "command": "python scripts/baselines_navigation.py " + " ".join(sys.argv[1:]), "tasks": tasks,
-              "adaptation": {name: {"returns": r.returns.tolist(), "mean": r.mean().tolist(),
-                                    "ci95_t": t_ci95(r.returns).tolist()} for name, r in results.items()},
               "pretrain": {"iterations": args.pretrain_iterations, "outer": args.pretrain_outer,
                            "seed": args.pretrain_seed, "step_size": args.step_size, **settings}}
 
@@ -163,8 +157,9 @@ def main() -> None:
     report["timings"] = timings
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "baselines.json", json.dumps(report, indent=1))
+    notes = "## PPO from scratch\n\n" + "\n\n".join(sections) if sections else None
     path = write_report(args.out, results, models=models, command=report["command"],
-                        title=f"Baselines on {args.family}", notes="## Tables\n\n" + "\n\n".join(sections))
+                        title=f"Baselines on {args.family}", notes=notes)
     print(f"\nwrote {path} and {args.out / 'baselines.json'} ({timings['total_s']:.0f} s)")
 
 

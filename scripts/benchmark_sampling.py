@@ -18,29 +18,20 @@ import argparse
 import json
 import os
 import platform
-import statistics
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import metasgd_rl as msr
-from metasgd_rl.benchmark import raw_rate, sampler_rate
+from metasgd_rl.benchmark import sampling_throughput
 from metasgd_rl.io import atomic_write_text
 
 SKIP = {"GymEnv-v0"}  # needs a declaration, not a family of its own
 
 
-def benchmark(family_id: str, tasks: int, episodes: int, horizon: int | None, repeats: int) -> dict:
-    family = msr.make_task_family(family_id, **({"max_episode_steps": horizon} if horizon else {}))
-    task_list = family.sample_tasks(tasks, np.random.default_rng(0))
-    policy = msr.make_policy(family.observation_space, family.action_space, hidden_sizes=(100, 100),
-                             generator=torch.Generator().manual_seed(0))
-    sampler_rate(family, policy, task_list, episodes, seed=0)  # warm-up: builds the envs the sampler reuses
-    sampled = [sampler_rate(family, policy, task_list, episodes, seed=r + 1) for r in range(repeats)]
-    raw = [raw_rate(family, task_list, episodes, seed=r + 1) for r in range(repeats)]
-    row = {"family": family_id, "tasks": tasks, "episodes": episodes, "horizon": family.max_episode_steps,
-           "raw_steps_per_s": statistics.median(raw), "sampler_steps_per_s": statistics.median(sampled)}
+def benchmark(family_id: str, tasks: int, episodes: int, horizon: int | None, repeats: int, threads: int) -> dict:
+    row = sampling_throughput(family_id, tasks, episodes, repeats=repeats, horizon=horizon, threads=threads)
+    row["sampler_steps_per_s"] = row.pop("local_steps_per_s")
     row["overhead"] = row["raw_steps_per_s"] / row["sampler_steps_per_s"]
     return row
 
@@ -63,11 +54,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", type=Path, default=None, help="folder for sampling.json and sampling.md")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     families = args.families or [f for f in msr.list_task_families() if f not in SKIP]
     rows = []
     for family_id in families:
-        rows.append(benchmark(family_id, args.tasks, args.episodes, args.horizon, args.repeats))
+        rows.append(benchmark(family_id, args.tasks, args.episodes, args.horizon, args.repeats, args.threads))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     table = markdown(rows)
     print(f"\ntorch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs "
