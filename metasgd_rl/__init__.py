@@ -1,6 +1,7 @@
 """metasgd-rl: gradient-based meta-reinforcement learning built around Meta-SGD."""
 
 from metasgd_rl.advantages import compute_advantages
+from metasgd_rl.allocator import reuse_freed_memory
 from metasgd_rl.checks import TaskFamilyCheckError, check_task_family
 from metasgd_rl.estimators import AdvantageConfig, MetaBatch, meta_objective
 from metasgd_rl.evaluation import AdaptationResult, evaluate_adaptation
@@ -42,6 +43,7 @@ __all__ = [
     "make_task_family",
     "meta_objective",
     "register_task_family",
+    "reuse_freed_memory",
     "sample_episodes",
     "split_generator",
 ]

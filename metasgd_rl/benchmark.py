@@ -55,8 +55,10 @@ def time_meta_iterations(family: str = "Navigation2D-v0", tasks: int = 20, episo
     ``policy_kwargs``, ...). Returns the setting, ``total`` and one entry per logged stage, ``env_steps`` per
     iteration, ``sampler_steps_per_s`` (env steps / sampling seconds) and ``peak_memory_mb``.
     """
+    from metasgd_rl.allocator import reuse_freed_memory
     from metasgd_rl.model import MetaSGD
 
+    reuse_freed_memory()  # as the CLI does
     if threads is not None:
         torch.set_num_threads(int(threads))
     model = MetaSGD(family, meta_batch_size=tasks, episodes_per_task=episodes, outer=outer, seed=0, **model_kwargs)

@@ -7,6 +7,8 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from metasgd_rl.allocator import reuse_freed_memory
+
 PROG = "metasgd-rl"
 EXIT_USAGE = 2
 USAGE = """\
@@ -295,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join([PROG, *argv])
+    reuse_freed_memory()
     from metasgd_rl.config import ConfigError
     from metasgd_rl.run import RunError
 

@@ -148,11 +148,12 @@ def post_update_surrogate(
     post: EpisodeBatch,
     post_advantages: torch.Tensor,
     estimator: str,
-) -> torch.Tensor:
-    """Per-task surrogate to *maximise*, ``[T]``, from the post-update episodes."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-task surrogate to *maximise*, ``[T]``, from the post-update episodes, and the adapted policies'
+    log-probabilities of them (``[H, T, E]``, attached)."""
     log_probs = batch_log_probs(policy, adaptation.params, post)
     form = "score" if estimator == "maml" else "ratio"
-    return pg_surrogate(log_probs, post_advantages, post.mask, form) + sampling_term(adaptation, post)
+    return pg_surrogate(log_probs, post_advantages, post.mask, form) + sampling_term(adaptation, post), log_probs
 
 
 def sampling_term(adaptation: Adaptation, post: EpisodeBatch) -> torch.Tensor | float:
@@ -204,9 +205,8 @@ def meta_objective(
     post = sample(adaptation.params, inner_steps)
     post_adv = advantages(post)
     sampled = time.perf_counter()
-    task_losses = -post_update_surrogate(policy, adaptation, post, post_adv, estimator)
-    with torch.no_grad():
-        post_log_probs = batch_log_probs(policy, adaptation.params, post)
+    surrogate, post_log_probs = post_update_surrogate(policy, adaptation, post, post_adv, estimator)
+    task_losses = -surrogate
     timings = {"sampling": sampling + sampled - adapted, "adaptation": adapted - start - sampling,
                "objective": time.perf_counter() - sampled}
     return MetaBatch(
@@ -216,7 +216,7 @@ def meta_objective(
         pre_advantages=pre_advantages,
         post_batch=post,
         post_advantages=post_adv,
-        post_log_probs=post_log_probs,
+        post_log_probs=post_log_probs.detach(),
         adapted_params=adaptation.params,
         trajectory=adaptation.trajectory,
         timings=timings,

@@ -41,7 +41,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.T
     if x.shape[0] != tasks:
         raise ValueError(f"inputs have {x.shape[0]} tasks on their leading axis, parameters have {tasks}")
     flat = x.reshape(tasks, -1, x.shape[-1])
-    out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+    # bmm then an in-place bias add: about a third faster on CPU than baddbmm with a broadcast bias
+    out = torch.bmm(flat, weight.transpose(1, 2)).add_(bias.unsqueeze(1))
     return out.reshape(*x.shape[:-1], weight.shape[1])
 
 
@@ -73,6 +74,7 @@ class MLPPolicy(nn.Module):
         hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.obs_dim, self.out_dim = int(obs_dim), int(out_dim)
         self.hidden_sizes, self.activation = hidden_sizes, activation
+        self._names: tuple[str, ...] | None = None
         sizes = (self.obs_dim, *hidden_sizes, self.out_dim)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         with torch.no_grad():
@@ -106,8 +108,16 @@ class MLPPolicy(nn.Module):
         """Complete ``params`` with the module's non-adapted tensors (fixed log-std, buffers)."""
         if params is None:
             return dict(self.named_parameters()) | dict(self.named_buffers())
+        if all(n in params for n in self._tensor_names()):  # the per-step case of rollouts: no module walk
+            return params
         missing = {n: t for n, t in (*self.named_parameters(), *self.named_buffers()) if n not in params}
-        return {**missing, **params} if missing else params
+        return {**missing, **params}
+
+    def _tensor_names(self) -> tuple[str, ...]:
+        """Names of all parameters and buffers (fixed after construction)."""
+        if self._names is None:
+            self._names = tuple(n for n, _ in (*self.named_parameters(), *self.named_buffers()))
+        return self._names
 
 
 class GaussianMLPPolicy(MLPPolicy):

@@ -72,6 +72,20 @@ def rollout_seeds(seed: int | np.random.SeedSequence) -> tuple[int, int]:
     return int(env_ss.generate_state(1)[0] >> 1), int(noise_ss.generate_state(2, np.uint64)[0] >> 1)
 
 
+def _rollout_params(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached parameters in the layout the batched policy call is fastest with.
+
+    A parameter broadcast over the task axis (``θ`` before adaptation: an ``expand`` view, stride 0) becomes
+    the shared tensor itself, so the layer is one matmul over all tasks' inputs instead of a batched matmul over
+    copies of it; per-task parameters are made contiguous.
+    """
+    out = {}
+    for name, p in params.items():
+        p = p.detach()
+        out[name] = p[0] if p.dim() > 0 and p.shape[0] > 0 and p.stride(0) == 0 else p.contiguous()
+    return out
+
+
 @torch.no_grad()
 def sample_episodes(
     family: TaskFamily,
@@ -124,7 +138,7 @@ def rollout_chunk(
     horizon = int(family.max_episode_steps)
     generator = torch.Generator(device=device).manual_seed(noise_seed)
     task_slice = slice(first_task, first_task + num_tasks)
-    params = {n: p.detach() for n, p in params.items()}
+    params = _rollout_params(params)
     venv = family.make_vector_env(tasks, episodes)
     if isinstance(venv, EpisodeVectorEnv):
         venv.keep_infos = False
@@ -138,34 +152,35 @@ def rollout_chunk(
         obs_space = family.observation_space
         discrete_actions = hasattr(policy, "n_actions")
         raw_obs, _ = venv.reset(seed=env_seed + first_task * episodes)
-        observations, actions, rewards, masks = [], [], [], []
+        observations, actions, rewards, alive_steps = [], [], [], []
         alive = np.ones(n_envs, dtype=bool)
+        zero = torch.zeros((), device=device)
         for _ in range(horizon):
             obs = observation_features(obs_space, torch.as_tensor(raw_obs, device=device))
             obs = obs.reshape(num_tasks, episodes, -1)
             noise = policy.draw_noise((total_tasks, episodes), generator, device)[task_slice]
-            mask = torch.as_tensor(alive, device=device).reshape(num_tasks, episodes)
             action = policy.sample(obs, params, noise=noise)
-            action = torch.where(mask.reshape(*mask.shape, *([1] * (action.dim() - 2))), action,
-                                 torch.zeros((), dtype=action.dtype, device=device))
+            if not alive.all():
+                mask = torch.as_tensor(alive, device=device).reshape(num_tasks, episodes, *([1] * (action.dim() - 2)))
+                action = torch.where(mask, action, zero.to(action.dtype))
             observations.append(obs)
             actions.append(action)
-            masks.append(mask.to(torch.float32))
+            alive_steps.append(alive.copy())
             env_action = action.cpu().numpy().reshape(n_envs, *(() if discrete_actions else (-1,)))
             raw_obs, reward, terminated, truncated, _ = venv.step(env_action)
-            rewards.append(torch.as_tensor(np.where(alive, reward, 0.0), dtype=torch.float32, device=device))
+            rewards.append(np.where(alive, reward, 0.0))
             alive &= ~(np.asarray(terminated) | np.asarray(truncated))
             if not alive.any():
                 break
         final_obs = observation_features(obs_space, torch.as_tensor(raw_obs, device=device))
     finally:
         venv.close()
-    mask = torch.stack(masks)
+    shape = (len(alive_steps), num_tasks, episodes)
     return EpisodeBatch(
         observations=torch.stack(observations),
         actions=torch.stack(actions),
-        rewards=torch.stack(rewards).reshape(mask.shape),
-        mask=mask,
+        rewards=torch.as_tensor(np.stack(rewards).reshape(shape), dtype=torch.float32, device=device),
+        mask=torch.as_tensor(np.stack(alive_steps).reshape(shape), dtype=torch.float32, device=device),
         tasks=tasks,
         final_observations=final_obs.reshape(num_tasks, episodes, -1),
     )

@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from metasgd_rl import AdaptationResult, evaluate_adaptation  # noqa: E402
+from metasgd_rl import AdaptationResult, evaluate_adaptation, reuse_freed_memory  # noqa: E402
 from metasgd_rl.config import build_model, load_config  # noqa: E402
 from metasgd_rl.run import Run  # noqa: E402
 
@@ -52,6 +52,7 @@ def plot(results: dict[str, AdaptationResult], metrics: Path, out: Path) -> None
 
 
 def main() -> None:
+    reuse_freed_memory()  # as the CLI does: freed tensors' memory is reused (faster)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
