@@ -69,7 +69,8 @@ def time_meta_iterations(family: str = "Navigation2D-v0", tasks: int = 20, episo
     finally:
         model.close()
     row: dict[str, Any] = {"family": family, "tasks": tasks, "episodes": episodes, "outer": outer,
-                           "sampler": model.sampler, "estimator": model.estimator, "threads": torch.get_num_threads()}
+                           "sampler": model.sampler, "estimator": model.estimator, "threads": torch.get_num_threads(),
+                           "task_chunk_size": model.task_chunk_size}
     row["total"] = statistics.median(info["seconds"] for info in infos)
     for stage in STAGES:
         if f"time/{stage}" in infos[0]:
@@ -158,11 +159,12 @@ def in_fresh_process(function: Callable[..., dict[str, Any]], **kwargs: Any) -> 
 def stage_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: one row per setting, seconds per stage, total, sampler throughput and peak memory."""
     stages = [s for s in STAGES if any(s in r for r in rows)]
-    head = ["outer", "sampler", "tasks", "episodes", *(f"{s} (s)" for s in stages), "total (s)",
+    head = ["outer", "sampler", "tasks", "episodes", "chunk", *(f"{s} (s)" for s in stages), "total (s)",
             "sampler steps/s", "peak MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["outer"], r["sampler"], str(r["tasks"]), str(r["episodes"]),
+        chunk = r.get("task_chunk_size")
+        cells = [r["outer"], r["sampler"], str(r["tasks"]), str(r["episodes"]), "–" if chunk is None else str(chunk),
                  *(f"{r[s]:.3f}" if s in r else "–" for s in stages), f"**{r['total']:.3f}**",
                  f"{r['sampler_steps_per_s']:,.0f}", f"{r['peak_memory_mb']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -189,6 +191,7 @@ def run_benchmark(family: str = "Navigation2D-v0", tasks: Sequence[int] = (20,),
                   throughput_families: Sequence[str] = (), throughput_tasks: int = 40,
                   throughput_episodes: int = 20, repeats: int = 5, warmup: int = 1, threads: int | None = None,
                   ray_workers: int | None = None, estimator: str | None = None,
+                  task_chunk_sizes: Sequence[int | None] = (None,),
                   echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Every (outer, sampler, tasks, episodes) setting of :func:`time_meta_iterations` and every
     :func:`sampling_throughput` family, each in a fresh process; returns JSON-able results with markdown."""
@@ -198,11 +201,13 @@ def run_benchmark(family: str = "Navigation2D-v0", tasks: Sequence[int] = (20,),
         for sampler in samplers:
             for t in tasks:
                 for e in episodes:
-                    row = in_fresh_process(time_meta_iterations, family=family, tasks=t, episodes=e, outer=outer,
-                                           repeats=repeats, warmup=warmup, threads=threads, sampler=sampler,
-                                           ray_workers=ray_workers, **extra)
-                    stage_rows.append(row)
-                    echo(stage_table([row]).splitlines()[-1])
+                    for chunk in task_chunk_sizes:
+                        row = in_fresh_process(time_meta_iterations, family=family, tasks=t, episodes=e,
+                                               outer=outer, repeats=repeats, warmup=warmup, threads=threads,
+                                               sampler=sampler, ray_workers=ray_workers, task_chunk_size=chunk,
+                                               **extra)
+                        stage_rows.append(row)
+                        echo(stage_table([row]).splitlines()[-1])
     for family_id in throughput_families:
         row = in_fresh_process(sampling_throughput, family_id=family_id, tasks=throughput_tasks,
                                episodes=throughput_episodes, repeats=min(repeats, 3), samplers=samplers,

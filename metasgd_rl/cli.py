@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  metasgd-rl benchmark                                   # Navigation2D, 20 x 20, trpo/adam/ppo\n"
                "  metasgd-rl benchmark --outer trpo --tasks 10 20 40 80  # scaling with the number of tasks\n"
+               "  metasgd-rl benchmark --outer adam --tasks 160 --task-chunk-size 20  # memory for many tasks\n"
                "  metasgd-rl benchmark --outer adam --sampler local ray --throughput HalfCheetahVel-v0",
     )
     bench.add_argument("--family", default="Navigation2D-v0", help="task family id (default: %(default)s)")
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sampler", nargs="+", default=["local"], choices=["local", "ray"],
                        help="samplers (default: local)")
     bench.add_argument("--estimator", choices=["maml", "lvc", "dice"], help="estimator (default: the model's)")
+    bench.add_argument("--task-chunk-size", type=_count(1), nargs="+", default=[None], metavar="N",
+                       help="differentiate N tasks at a time (the model's task_chunk_size; default: all at once)")
     bench.add_argument("--throughput", nargs="*", default=[], metavar="FAMILY",
                        help="families whose raw vs sampler env steps/s to measure (40 tasks x 20 episodes)")
     bench.add_argument("--repeats", type=_count(1), default=5, help="timed iterations (default: %(default)s)")
@@ -276,7 +279,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out!r} is not allowed: it is a file; use a directory")
     results = run_benchmark(args.family, args.tasks, args.episodes, args.outer, args.sampler, args.throughput,
                             repeats=args.repeats, warmup=args.warmup, threads=args.threads,
-                            ray_workers=args.ray_workers, estimator=args.estimator)
+                            ray_workers=args.ray_workers, estimator=args.estimator,
+                            task_chunk_sizes=args.task_chunk_size)
     print()
     print(results["markdown"])
     if args.out is not None:

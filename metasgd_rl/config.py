@@ -37,9 +37,10 @@ RUN_DEFAULTS: dict[str, Any] = {
 ALGOS = ("metasgd", "maml")
 #: MAML fixes these constructor arguments (one untrained scalar α); its configs must not set them
 MAML_FIXED = ("alpha_granularity", "learn_alpha")
-#: the only keys ``--set`` may change when resuming: they do not change what the iterations compute
+#: the only keys ``--set`` may change when resuming: they do not change what the iterations compute (a
+#: ``task_chunk_size`` changes only the order of floating-point sums)
 RESUME_MUTABLE = ("iterations", "checkpoint_every", "eval_every", "progress_bar", "sampler", "ray_address",
-                  "ray_workers")
+                  "ray_workers", "task_chunk_size")
 
 
 class ConfigError(ValueError):
@@ -247,6 +248,7 @@ def _model_validators() -> dict[str, Validator]:
         "sampler": choice(SAMPLERS),
         "ray_address": string(nullable=True),
         "ray_workers": optional(integer(1)),
+        "task_chunk_size": optional(integer(1)),
     }
 
 

@@ -80,6 +80,12 @@ class MetaBatch:
     #: seconds spent building it: ``sampling`` (all rollouts, advantages included), ``adaptation`` (the inner
     #: steps), ``objective`` (the post-update surrogate)
     timings: dict[str, float] = field(default_factory=dict)
+    #: DiCE's centred post-update values per task ([T], detached; None for other estimators): stored so that a
+    #: chunk of tasks is centred with the whole meta-batch's leave-one-out means
+    dice_centred: torch.Tensor | None = None
+    #: None: ``loss`` carries the whole second-order graph. An int: ``loss`` is a value only, and
+    #: :func:`meta_gradient` differentiates chunks of that many tasks one after another (bounded memory)
+    task_chunk_size: int | None = None
 
     @property
     def pre_return(self) -> float:
@@ -92,6 +98,36 @@ class MetaBatch:
     @property
     def num_tasks(self) -> int:
         return self.post_batch.num_tasks
+
+    def select(self, tasks: slice) -> MetaBatch:
+        """The part of this meta-batch that belongs to a contiguous range of tasks (its values, views)."""
+        if tasks.indices(self.num_tasks) == (0, self.num_tasks, 1):
+            return self
+
+        def part(params: Params) -> Params:
+            return {n: p[tasks] for n, p in params.items()}
+
+        task_losses = self.task_losses[tasks]
+        return MetaBatch(
+            loss=task_losses.mean(),
+            task_losses=task_losses,
+            pre_batches=[b.select_tasks(tasks) for b in self.pre_batches],
+            pre_advantages=[a[:, tasks] for a in self.pre_advantages],
+            post_batch=self.post_batch.select_tasks(tasks),
+            post_advantages=self.post_advantages[:, tasks],
+            post_log_probs=self.post_log_probs[:, tasks],
+            adapted_params=part(self.adapted_params),
+            trajectory=[(part(start), part(grads)) for start, grads in self.trajectory],
+            dice_centred=None if self.dice_centred is None else self.dice_centred[tasks],
+            task_chunk_size=self.task_chunk_size,
+        )
+
+
+def task_slices(num_tasks: int, chunk_size: int | None) -> list[slice]:
+    """Consecutive ranges of at most ``chunk_size`` tasks covering ``num_tasks`` (one range if None)."""
+    if chunk_size is None or chunk_size >= num_tasks:
+        return [slice(0, num_tasks)]
+    return [slice(start, min(start + chunk_size, num_tasks)) for start in range(0, num_tasks, chunk_size)]
 
 
 def leave_one_out_mean(x: torch.Tensor) -> torch.Tensor:
@@ -125,17 +161,32 @@ def adapt_tasks(
     inner_steps: int,
     estimator: str,
     create_graph: bool,
+    task_chunk_size: int | None = None,
 ) -> Adaptation:
-    """K inner steps for all tasks; ``next_batch(k, params)`` gives step k's episodes and advantages."""
+    """K inner steps for all tasks; ``next_batch(k, params)`` gives step k's episodes and advantages.
+
+    With ``task_chunk_size`` the adapted values are computed without any graph through the inner gradients
+    (``create_graph`` must be False), chunk by chunk, and DiCE's sampling log-probabilities are left out:
+    the values that rollouts and logs need, in memory that does not grow with the number of tasks.
+    """
+    if task_chunk_size is not None and create_graph:
+        raise ValueError("a chunked adaptation computes values only: it needs create_graph=False")
     params = policy.task_parameters(num_tasks)
     sampling_log_prob = None
     trajectory = []
     for k in range(inner_steps):
         batch, adv = next_batch(k, params)
-        if estimator == "dice":
+        if estimator == "dice" and task_chunk_size is None:
             step_log_prob = batch_log_probs(policy, params, batch).sum(dim=(0, 2))
             sampling_log_prob = step_log_prob if sampling_log_prob is None else sampling_log_prob + step_log_prob
-        grads = inner_gradients(policy, params, batch, adv, form=INNER_FORM[estimator], create_graph=create_graph)
+        form = INNER_FORM[estimator]
+        if task_chunk_size is None:
+            grads = inner_gradients(policy, params, batch, adv, form=form, create_graph=create_graph)
+        else:
+            parts = [inner_gradients(policy, {n: p[sl] for n, p in params.items()}, batch.select_tasks(sl),
+                                     adv[:, sl], form=form, create_graph=False)
+                     for sl in task_slices(num_tasks, task_chunk_size)]
+            grads = {n: torch.cat([part[n] for part in parts]) for n in params}
         trajectory.append(({n: p.detach() for n, p in params.items()}, {n: g.detach() for n, g in grads.items()}))
         alphas = step_sizes.for_step(k)
         params = {n: p - alphas[n] * grads[n] for n, p in params.items()}
@@ -148,24 +199,33 @@ def post_update_surrogate(
     post: EpisodeBatch,
     post_advantages: torch.Tensor,
     estimator: str,
+    dice_centred: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-task surrogate to *maximise*, ``[T]``, from the post-update episodes, and the adapted policies'
-    log-probabilities of them (``[H, T, E]``, attached)."""
+    log-probabilities of them (``[H, T, E]``, attached). ``dice_centred``: see :func:`sampling_term`."""
     log_probs = batch_log_probs(policy, adaptation.params, post)
     form = "score" if estimator == "maml" else "ratio"
-    return pg_surrogate(log_probs, post_advantages, post.mask, form) + sampling_term(adaptation, post), log_probs
+    surrogate = pg_surrogate(log_probs, post_advantages, post.mask, form)
+    return surrogate + sampling_term(adaptation, post, dice_centred), log_probs
 
 
-def sampling_term(adaptation: Adaptation, post: EpisodeBatch) -> torch.Tensor | float:
+def dice_centring(post: EpisodeBatch) -> torch.Tensor:
+    """Each task's post-update value (per-step mean reward) minus the leave-one-out mean of the others'."""
+    post_value = masked_task_mean(post.rewards, post.mask)
+    return (post_value - leave_one_out_mean(post_value)).detach()
+
+
+def sampling_term(adaptation: Adaptation, post: EpisodeBatch,
+                  centred: torch.Tensor | None = None) -> torch.Tensor | float:
     """DiCE's term for θ choosing the pre-update episodes, per task (value 0; 0 for other estimators).
 
     Its gradient is ∇ log p(τ) times the post-update return (on the post surrogate's per-step scale),
-    centred with the leave-one-out mean over the other tasks, which keeps it unbiased.
+    centred with the leave-one-out mean over the other tasks (``centred``, by default from ``post``), which
+    keeps it unbiased.
     """
     if adaptation.sampling_log_prob is None:
         return 0.0
-    post_value = masked_task_mean(post.rewards, post.mask)
-    centred = (post_value - leave_one_out_mean(post_value)).detach()
+    centred = dice_centring(post) if centred is None else centred
     return (magic_box(adaptation.sampling_log_prob) - 1.0) * centred
 
 
@@ -179,11 +239,16 @@ def meta_objective(
     estimator: str,
     advantages: AdvantageConfig,
     first_order: bool,
+    task_chunk_size: int | None = None,
 ) -> MetaBatch:
     """Sample, adapt every task, sample again, and build the estimator's surrogate (differentiable).
 
     ``sample`` gets the current per-task parameters (it must not differentiate through them); tests pass
     a replay of fixed batches to make the surrogate a deterministic function of θ and α.
+
+    ``task_chunk_size``: build no graph here, only the values (loss, adapted parameters, log-probabilities),
+    and let :func:`meta_gradient` differentiate that many tasks at a time: the second-order graph of the
+    whole meta-batch is never held at once, at the price of one more (first-order) adaptation.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator={estimator!r} is not allowed; use one of {list(ESTIMATORS)}")
@@ -199,13 +264,26 @@ def meta_objective(
         return pre_batches[-1], pre_advantages[-1]
 
     start = time.perf_counter()
+    chunked = task_chunk_size is not None
     adaptation = adapt_tasks(policy, step_sizes, num_tasks, next_batch, inner_steps=inner_steps,
-                             estimator=estimator, create_graph=not first_order)
+                             estimator=estimator, create_graph=not (first_order or chunked),
+                             task_chunk_size=task_chunk_size)
     adapted = time.perf_counter()
     post = sample(adaptation.params, inner_steps)
     post_adv = advantages(post)
     sampled = time.perf_counter()
-    surrogate, post_log_probs = post_update_surrogate(policy, adaptation, post, post_adv, estimator)
+    centred = dice_centring(post) if estimator == "dice" else None
+    if not chunked:
+        surrogate, post_log_probs = post_update_surrogate(policy, adaptation, post, post_adv, estimator, centred)
+        adapted_params = adaptation.params
+    else:
+        adapted_params = {n: p.detach() for n, p in adaptation.params.items()}
+        with torch.no_grad():
+            parts = [post_update_surrogate(policy, Adaptation({n: p[sl] for n, p in adapted_params.items()}, None, []),
+                                           post.select_tasks(sl), post_adv[:, sl], estimator)
+                     for sl in task_slices(num_tasks, task_chunk_size)]
+        surrogate = torch.cat([part[0] for part in parts])
+        post_log_probs = torch.cat([part[1] for part in parts], dim=1)
     task_losses = -surrogate
     timings = {"sampling": sampling + sampled - adapted, "adaptation": adapted - start - sampling,
                "objective": time.perf_counter() - sampled}
@@ -217,10 +295,37 @@ def meta_objective(
         post_batch=post,
         post_advantages=post_adv,
         post_log_probs=post_log_probs.detach(),
-        adapted_params=adaptation.params,
+        adapted_params=adapted_params,
         trajectory=adaptation.trajectory,
         timings=timings,
+        dice_centred=centred,
+        task_chunk_size=task_chunk_size,
     )
+
+
+def meta_gradient(policy: Policy, step_sizes: StepSizes, batch: MetaBatch, params: Sequence[torch.Tensor], *,
+                  estimator: str, first_order: bool) -> list[torch.Tensor]:
+    """The gradient of ``batch.loss`` w.r.t. ``params`` (zeros for those it does not depend on).
+
+    For a batch built with a ``task_chunk_size``, each chunk of tasks is re-adapted from its recorded
+    episodes with the full graph, differentiated and freed before the next: the sum over chunks is the
+    gradient of the mean over tasks, with the memory of one chunk.
+    """
+    params = list(params)
+    if batch.task_chunk_size is None:
+        return list(torch.autograd.grad(batch.loss, params, retain_graph=True, allow_unused=True,
+                                        materialize_grads=True))
+    total: list[torch.Tensor] | None = None
+    for sl in task_slices(batch.num_tasks, batch.task_chunk_size):
+        part = batch.select(sl)
+        adaptation = replay_adaptation(policy, step_sizes, part, estimator=estimator, create_graph=not first_order)
+        surrogate, _ = post_update_surrogate(policy, adaptation, part.post_batch, part.post_advantages, estimator,
+                                             part.dice_centred)
+        loss = -surrogate.sum() / batch.num_tasks
+        grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+        total = list(grads) if total is None else [t + g for t, g in zip(total, grads, strict=True)]
+    assert total is not None
+    return total
 
 
 def replay_adaptation(

@@ -20,6 +20,7 @@ from metasgd_rl.estimators import (
     AdvantageConfig,
     MetaBatch,
     adapt_tasks,
+    meta_gradient,
     meta_objective,
     rollout_sampler,
 )
@@ -119,6 +120,7 @@ class MetaSGD:
         sampler: str = "local",
         ray_address: str | None = None,
         ray_workers: int | None = None,
+        task_chunk_size: int | None = None,
     ):
         if isinstance(family, str):
             self.family = make_task_family(family, **dict(family_kwargs or {}))
@@ -147,6 +149,7 @@ class MetaSGD:
         self.seed, self.device = int(seed), torch.device(device)
         self.sampler = _choice("sampler", sampler, SAMPLERS)
         self.ray_address, self.ray_workers = ray_address, ray_workers
+        self.task_chunk_size = None if task_chunk_size is None else _positive_int("task_chunk_size", task_chunk_size)
         self._sample_fn = make_sampler(self.sampler, self.family, ray_address, ray_workers)
         self._init_args = dict(
             alpha_init=float(alpha_init), alpha_granularity=alpha_granularity, alpha_per_step=bool(alpha_per_step),
@@ -192,6 +195,7 @@ class MetaSGD:
             sampler=self.sampler,
             ray_address=self.ray_address,
             ray_workers=self.ray_workers,
+            task_chunk_size=self.task_chunk_size,
         )
 
     # -- seeding ---------------------------------------------------------------------------------
@@ -214,8 +218,13 @@ class MetaSGD:
             close()
 
     # -- meta-objective --------------------------------------------------------------------------
-    def meta_objective(self, tasks: Sequence[Task], seed: int | np.random.SeedSequence) -> MetaBatch:
-        """The estimator's surrogate on ``tasks`` plus the batches it came from."""
+    def meta_objective(self, tasks: Sequence[Task], seed: int | np.random.SeedSequence,
+                       task_chunk_size: int | None = None) -> MetaBatch:
+        """The estimator's surrogate on ``tasks`` plus the batches it came from.
+
+        ``task_chunk_size``: values only; :meth:`meta_gradient` then differentiates chunks of that many tasks
+        (see :func:`~metasgd_rl.estimators.meta_objective`). Training uses the model's ``task_chunk_size``.
+        """
         sample = rollout_sampler(
             self.family, self.policy, tasks, self.episodes_per_task, self.inner_steps, seed, self.device,
             self._sample_fn,
@@ -223,7 +232,14 @@ class MetaSGD:
         return meta_objective(
             self.policy, self.step_sizes, sample, len(tasks), inner_steps=self.inner_steps,
             estimator=self.estimator, advantages=self.advantages, first_order=self.first_order,
+            task_chunk_size=task_chunk_size,
         )
+
+    def meta_gradient(self, batch: MetaBatch) -> list[torch.Tensor]:
+        """The estimator's meta-gradient from ``batch``: one tensor per trainable parameter (θ, then α if
+        learned), chunk by chunk if ``batch`` was built with a ``task_chunk_size``."""
+        return meta_gradient(self.policy, self.step_sizes, batch, self._trainable(), estimator=self.estimator,
+                             first_order=self.first_order)
 
     def meta_loss(self, tasks: Sequence[Task], seed: int | None = None) -> torch.Tensor:
         """Differentiable surrogate (to minimise) of the meta-objective on ``tasks``.
@@ -272,7 +288,8 @@ class MetaSGD:
         """
         start = time.perf_counter()
         tasks = self.sample_train_tasks(self.iteration)
-        batch = self.meta_objective(tasks, self._seed_sequence(_TRAIN_ROLLOUTS, self.iteration))
+        batch = self.meta_objective(tasks, self._seed_sequence(_TRAIN_ROLLOUTS, self.iteration),
+                                    self.task_chunk_size)
         stats, timings, rejected = self.outer_update(batch)
         if rejected:
             warnings.warn(f"iteration {self.iteration + 1}: the {self.outer} update was rejected (non-finite "

@@ -22,6 +22,7 @@ from metasgd_rl.estimators import (
     MetaBatch,
     replay_adaptation,
     sampling_term,
+    task_slices,
 )
 from metasgd_rl.policies import Params
 from metasgd_rl.sampler import EpisodeBatch
@@ -127,10 +128,10 @@ class AdamOuter(OuterOptimizer):
 
     def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
         start = time.perf_counter()
-        self.optimizer.zero_grad(set_to_none=True)
-        batch.loss.backward()
+        grads = model.meta_gradient(batch)
+        for p, g in zip(self.params, grads, strict=True):
+            p.grad = g
         gradient_time = time.perf_counter() - start
-        grads = [p.grad for p in self.params if p.grad is not None]
         if not (_finite(batch.loss, *grads)):
             return {"rejected": 1.0}
         grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
@@ -312,9 +313,7 @@ class TRPOOuter(OuterOptimizer):
     # -- the step -----------------------------------------------------------------------------------------
     def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
         start = time.perf_counter()
-        grads = torch.autograd.grad(batch.loss, self.params, retain_graph=True, allow_unused=True,
-                                    materialize_grads=True)
-        g = parameters_to_vector(grads).detach()
+        g = parameters_to_vector(model.meta_gradient(batch)).detach()
         times = {"time/meta_gradient": time.perf_counter() - start}
         if not _finite(batch.loss, g):
             return {"rejected": 1.0, **times}
@@ -340,25 +339,32 @@ class TRPOOuter(OuterOptimizer):
         importance-weighted surrogate ``π'/π'_old · A`` is evaluated on the post-update episodes; at the old
         point it is the mean advantage. DiCE's sampling term has value 0 everywhere and is left out.
         """
-        post, adv = batch.post_batch, batch.post_advantages
-        obs, actions = post.task_major(post.observations), post.task_major(post.actions)
         old_vector = self._vector()
         policy = model.policy
+        chunks = []  # tasks in chunks: the first-order re-adaptation's memory is one chunk's
         with torch.no_grad():
-            old_dist = policy.distribution_params(obs, {n: p.detach() for n, p in batch.adapted_params.items()})
-            old_loss = -masked_task_mean(adv, post.mask).mean()
+            old_loss = -masked_task_mean(batch.post_advantages, batch.post_batch.mask).mean()
+            for sl in task_slices(batch.num_tasks, model.task_chunk_size):
+                part = batch.select(sl)
+                obs = part.post_batch.task_major(part.post_batch.observations)
+                old_dist = policy.distribution_params(obs, {n: p.detach() for n, p in part.adapted_params.items()})
+                chunks.append((part, obs, part.post_batch.task_major(part.post_batch.actions), old_dist))
         for i in range(self.cfg["ls_steps"]):
             fraction = self.cfg["ls_ratio"] ** i
             self._set(old_vector + fraction * full_step)
-            params = replay_adaptation(policy, model.step_sizes, batch, estimator=model.estimator,
-                                       create_graph=False).params
-            with torch.no_grad():
-                dist = policy.distribution_params(obs, params)
-                log_probs = policy.dist_log_prob(dist, actions).transpose(0, 1) * post.mask
-                ratio = torch.exp(log_probs - batch.post_log_probs)
-                loss = -masked_task_mean(ratio * adv, post.mask).mean()
-                kl = masked_task_mean(policy.dist_kl(old_dist, dist).transpose(0, 1), post.mask).mean()
-                improvement = (old_loss - loss).item()
+            task_losses, task_kls = [], []
+            for part, obs, actions, old_dist in chunks:
+                post, adv = part.post_batch, part.post_advantages
+                params = replay_adaptation(policy, model.step_sizes, part, estimator=model.estimator,
+                                           create_graph=False).params
+                with torch.no_grad():
+                    dist = policy.distribution_params(obs, params)
+                    log_probs = policy.dist_log_prob(dist, actions).transpose(0, 1) * post.mask
+                    ratio = torch.exp(log_probs - part.post_log_probs)
+                    task_losses.append(-masked_task_mean(ratio * adv, post.mask))
+                    task_kls.append(masked_task_mean(policy.dist_kl(old_dist, dist).transpose(0, 1), post.mask))
+            loss, kl = torch.cat(task_losses).mean(), torch.cat(task_kls).mean()
+            improvement = (old_loss - loss).item()
             if _finite(loss, kl) and improvement > 0 and kl.item() <= self.cfg["max_kl"]:
                 return {"kl": kl.item(), "improvement": improvement, "expected_improvement": expected_improvement,
                         "step_fraction": fraction, "line_search_steps": float(i + 1)}
@@ -397,7 +403,7 @@ class PPOOuter(OuterOptimizer):
         adv = batch.post_advantages
         clipped = torch.clamp(ratio, 1 - self.cfg["clip"], 1 + self.cfg["clip"])
         surrogate = masked_task_mean(torch.minimum(ratio * adv, clipped * adv), post.mask)
-        loss = -(surrogate + sampling_term(adaptation, post)).mean()
+        loss = -(surrogate + sampling_term(adaptation, post, batch.dice_centred)).mean()
         if self.cfg["inner_kl_penalty"] > 0:
             pre = batch.pre_batches[0]
             current = model.policy.task_parameters(batch.num_tasks)
@@ -408,12 +414,18 @@ class PPOOuter(OuterOptimizer):
         pre_old = {n: p.detach().clone() for n, p in model.policy.task_parameters(batch.num_tasks).items()}
         stats: dict[str, float] = {}
         start = time.perf_counter()
+        slices = task_slices(batch.num_tasks, model.task_chunk_size)
         for epoch in range(self.cfg["epochs"]):
-            adaptation = replay_adaptation(model.policy, model.step_sizes, batch, estimator=model.estimator,
-                                           create_graph=not model.first_order)
-            loss = self._loss(model, batch, adaptation, pre_old)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = batch.loss.detach().new_zeros(())
+            for sl in slices:  # the loss is a mean over tasks: chunks' gradients add up (one graph at a time)
+                part = batch.select(sl)
+                adaptation = replay_adaptation(model.policy, model.step_sizes, part, estimator=model.estimator,
+                                               create_graph=not model.first_order)
+                part_old = {n: p[sl] for n, p in pre_old.items()}
+                chunk_loss = self._loss(model, part, adaptation, part_old) * (part.num_tasks / batch.num_tasks)
+                chunk_loss.backward()
+                loss = loss + chunk_loss.detach()
             grads = [p.grad for p in self.params if p.grad is not None]
             if not _finite(loss, *grads):
                 stats["rejected"] = 1.0

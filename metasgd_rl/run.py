@@ -355,8 +355,10 @@ def _resume_config(saved: dict[str, Any], directory: Path, sets: list[str],
 
 def _load_checkpoint(path: Path, config: Mapping[str, Any]) -> MetaSGD:
     try:
-        # the sampler may change on resume (same batches either way); everything else comes from the checkpoint
-        model = MetaSGD.load(path, **{k: config[k] for k in ("sampler", "ray_address", "ray_workers")})
+        # the sampler and the chunking may change on resume (same batches, same updates up to rounding);
+        # everything else comes from the checkpoint
+        model = MetaSGD.load(path, **{k: config[k] for k in ("sampler", "ray_address", "ray_workers",
+                                                             "task_chunk_size")})
     except Exception as err:  # a checkpoint is only ever replaced atomically: report, do not guess
         raise RunError(f"cannot load {path}: {type(err).__name__}: {err}") from err
     expected = model_class(config["algo"])

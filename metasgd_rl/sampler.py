@@ -57,6 +57,14 @@ class EpisodeBatch:
         """``[H, T, E, ...]`` -> ``[T, H, E, ...]``, the layout per-task parameters expect."""
         return x.transpose(0, 1)
 
+    def select_tasks(self, tasks: slice) -> EpisodeBatch:
+        """The episodes of a contiguous range of tasks (views, no copy)."""
+        return EpisodeBatch(
+            *(t[:, tasks] for t in (self.observations, self.actions, self.rewards, self.mask)),
+            tasks=self.tasks[tasks],
+            final_observations=None if self.final_observations is None else self.final_observations[tasks],
+        )
+
     def to(self, device: torch.device | str) -> EpisodeBatch:
         return EpisodeBatch(
             *(t.to(device) for t in (self.observations, self.actions, self.rewards, self.mask)),
@@ -70,20 +78,6 @@ def rollout_seeds(seed: int | np.random.SeedSequence) -> tuple[int, int]:
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
     env_ss, noise_ss = ss.spawn(2)
     return int(env_ss.generate_state(1)[0] >> 1), int(noise_ss.generate_state(2, np.uint64)[0] >> 1)
-
-
-def _rollout_params(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Detached parameters in the layout the batched policy call is fastest with.
-
-    A parameter broadcast over the task axis (``θ`` before adaptation: an ``expand`` view, stride 0) becomes
-    the shared tensor itself, so the layer is one matmul over all tasks' inputs instead of a batched matmul over
-    copies of it; per-task parameters are made contiguous.
-    """
-    out = {}
-    for name, p in params.items():
-        p = p.detach()
-        out[name] = p[0] if p.dim() > 0 and p.shape[0] > 0 and p.stride(0) == 0 else p.contiguous()
-    return out
 
 
 @torch.no_grad()
@@ -138,7 +132,8 @@ def rollout_chunk(
     horizon = int(family.max_episode_steps)
     generator = torch.Generator(device=device).manual_seed(noise_seed)
     task_slice = slice(first_task, first_task + num_tasks)
-    params = _rollout_params(params)
+    # contiguous: θ broadcast to all tasks (an expand view) makes the batched matmul several times slower
+    params = {n: p.detach().contiguous() for n, p in params.items()}
     venv = family.make_vector_env(tasks, episodes)
     if isinstance(venv, EpisodeVectorEnv):
         venv.keep_infos = False
