@@ -10,6 +10,7 @@ result stays differentiable w.r.t. θ and α through g_t (second order); without
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -27,11 +28,19 @@ def masked_task_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum(dim=(0, 2)) / mask.sum(dim=(0, 2)).clamp(min=1.0)
 
 
-def batch_log_probs(policy: Policy, params: Mapping[str, torch.Tensor], batch: EpisodeBatch) -> torch.Tensor:
-    """``log π_{params_t}(a | s)`` for every step of the batch, ``[H, T, E]`` (per-task parameters)."""
-    obs = batch.task_major(batch.observations)
+def batch_distribution(policy: Policy, params: Mapping[str, torch.Tensor], batch: EpisodeBatch) -> Any:
+    """The policy's :meth:`distribution_params` at every state of the batch (task-major, per-task parameters)."""
+    return policy.distribution_params(batch.task_major(batch.observations), params)
+
+
+def batch_log_probs(policy: Policy, params: Mapping[str, torch.Tensor], batch: EpisodeBatch,
+                    distribution: Any = None) -> torch.Tensor:
+    """``log π_{params_t}(a | s)`` for every step of the batch, ``[H, T, E]`` (per-task parameters);
+    ``distribution``: the batch's :func:`batch_distribution` if already computed."""
+    if distribution is None:
+        distribution = batch_distribution(policy, params, batch)
     actions = batch.task_major(batch.actions)
-    return policy.log_prob(obs, actions, params).transpose(0, 1) * batch.mask
+    return policy.dist_log_prob(distribution, actions).transpose(0, 1) * batch.mask
 
 
 def pg_surrogate(log_probs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, form: str) -> torch.Tensor:
@@ -56,12 +65,19 @@ def inner_gradients(
     advantages: torch.Tensor,
     form: str = "score",
     create_graph: bool = True,
+    log_probs: torch.Tensor | None = None,
+    retain_graph: bool | None = None,
 ) -> Params:
-    """Every task's gradient of its inner loss (minus the surrogate) w.r.t. its own slice of ``params``."""
+    """Every task's gradient of its inner loss (minus the surrogate) w.r.t. its own slice of ``params``
+    (``log_probs``: the batch's :func:`batch_log_probs` under ``params``, if already computed; keep the
+    forward graph with ``retain_graph`` if they are differentiated again later)."""
     names = list(params)
-    loss = -pg_surrogate(batch_log_probs(policy, params, batch), advantages, batch.mask, form).sum()
+    if log_probs is None:
+        log_probs = batch_log_probs(policy, params, batch)
+    loss = -pg_surrogate(log_probs, advantages, batch.mask, form).sum()
     grads = torch.autograd.grad(
-        loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True, materialize_grads=True
+        loss, [params[n] for n in names], create_graph=create_graph, retain_graph=retain_graph, allow_unused=True,
+        materialize_grads=True,
     )
     return dict(zip(names, grads, strict=True))
 

@@ -1,11 +1,12 @@
 """Keep freed memory in the process instead of handing it back to the OS after every tensor.
 
 A meta-iteration allocates and frees many tensors of a few MB each (activations of T x E x H steps). glibc's
-malloc serves blocks that large with ``mmap`` and returns them with ``munmap`` when freed, so the next tensor
-of the same size starts on fresh pages and the kernel zero-fills them page by page: on the benchmark's
-Navigation2D setting that costs about a quarter of the gradient computation's time. Raising malloc's mmap
-and trim thresholds makes freed blocks reusable, the effect PyTorch's CPU tuning guide gets from jemalloc or
-tcmalloc. The price: the process keeps its peak heap until it exits.
+malloc gives freed memory back to the OS (it unmaps large blocks and trims the top of its heaps once enough is
+free), so the next tensors start on fresh pages that the kernel zero-fills one by one: two Navigation2D
+iterations of the standard setting take about 55,000 page faults by default and 8,000 with this setting, and
+the gradient stages get about a quarter faster. Raising malloc's mmap and trim thresholds keeps freed blocks
+for reuse, the effect PyTorch's CPU tuning guide gets from jemalloc or tcmalloc. The price: the process keeps
+its peak heap until it exits.
 
 It changes a process-wide setting, so the library never calls it on import: the CLI, the benchmark and
 the scripts do, and Python users call it once if they want the speed.

@@ -24,11 +24,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from metasgd_rl.adaptation import batch_log_probs, inner_gradients, magic_box, masked_task_mean, pg_surrogate
+from metasgd_rl.adaptation import (
+    batch_distribution,
+    batch_log_probs,
+    inner_gradients,
+    magic_box,
+    masked_task_mean,
+    pg_surrogate,
+)
 from metasgd_rl.advantages import BASELINES, compute_advantages
 from metasgd_rl.family import Task, TaskFamily
 from metasgd_rl.policies import Params, Policy
@@ -150,6 +158,9 @@ class Adaptation:
     params: Params
     sampling_log_prob: torch.Tensor | None
     trajectory: list[tuple[Params, Params]]
+    #: the pre-update policy's distribution on the first batch's states (attached; None in a chunked first pass):
+    #: what a penalty on the pre-update policy's change (PPO's inner KL) reuses instead of another forward pass
+    first_distribution: Any = None
 
 
 def adapt_tasks(
@@ -162,8 +173,12 @@ def adapt_tasks(
     estimator: str,
     create_graph: bool,
     task_chunk_size: int | None = None,
+    keep_first_distribution: bool = False,
 ) -> Adaptation:
     """K inner steps for all tasks; ``next_batch(k, params)`` gives step k's episodes and advantages.
+
+    ``keep_first_distribution``: return the pre-update policy's distribution on the first batch, attached
+    (:attr:`Adaptation.first_distribution`).
 
     With ``task_chunk_size`` the adapted values are computed without any graph through the inner gradients
     (``create_graph`` must be False), chunk by chunk, and DiCE's sampling log-probabilities are left out:
@@ -172,16 +187,22 @@ def adapt_tasks(
     if task_chunk_size is not None and create_graph:
         raise ValueError("a chunked adaptation computes values only: it needs create_graph=False")
     params = policy.task_parameters(num_tasks)
-    sampling_log_prob = None
+    sampling_log_prob = first_distribution = None
     trajectory = []
     for k in range(inner_steps):
         batch, adv = next_batch(k, params)
-        if estimator == "dice" and task_chunk_size is None:
-            step_log_prob = batch_log_probs(policy, params, batch).sum(dim=(0, 2))
-            sampling_log_prob = step_log_prob if sampling_log_prob is None else sampling_log_prob + step_log_prob
         form = INNER_FORM[estimator]
         if task_chunk_size is None:
-            grads = inner_gradients(policy, params, batch, adv, form=form, create_graph=create_graph)
+            distribution = batch_distribution(policy, params, batch)
+            log_probs = batch_log_probs(policy, params, batch, distribution)
+            reused = estimator == "dice" or (k == 0 and keep_first_distribution)  # differentiated again later
+            if k == 0 and keep_first_distribution:
+                first_distribution = distribution
+            if estimator == "dice":
+                step_log_prob = log_probs.sum(dim=(0, 2))
+                sampling_log_prob = step_log_prob if sampling_log_prob is None else sampling_log_prob + step_log_prob
+            grads = inner_gradients(policy, params, batch, adv, form=form, create_graph=create_graph,
+                                    log_probs=log_probs, retain_graph=create_graph or reused)
         else:
             parts = [inner_gradients(policy, {n: p[sl] for n, p in params.items()}, batch.select_tasks(sl),
                                      adv[:, sl], form=form, create_graph=False)
@@ -190,7 +211,7 @@ def adapt_tasks(
         trajectory.append(({n: p.detach() for n, p in params.items()}, {n: g.detach() for n, g in grads.items()}))
         alphas = step_sizes.for_step(k)
         params = {n: p - alphas[n] * grads[n] for n, p in params.items()}
-    return Adaptation(params, sampling_log_prob, trajectory)
+    return Adaptation(params, sampling_log_prob, trajectory, first_distribution)
 
 
 def post_update_surrogate(
@@ -329,12 +350,14 @@ def meta_gradient(policy: Policy, step_sizes: StepSizes, batch: MetaBatch, param
 
 
 def replay_adaptation(
-    policy: Policy, step_sizes: StepSizes, batch: MetaBatch, *, estimator: str, create_graph: bool
+    policy: Policy, step_sizes: StepSizes, batch: MetaBatch, *, estimator: str, create_graph: bool,
+    keep_first_distribution: bool = False,
 ) -> Adaptation:
     """Adapt again, at the current (θ, α), from the pre-update episodes recorded in ``batch``."""
     return adapt_tasks(
         policy, step_sizes, batch.num_tasks, lambda k, _: (batch.pre_batches[k], batch.pre_advantages[k]),
         inner_steps=len(batch.pre_batches), estimator=estimator, create_graph=create_graph,
+        keep_first_distribution=keep_first_distribution,
     )
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from metasgd_rl.adaptation import batch_log_probs, inner_gradients, masked_task_mean
+from metasgd_rl.adaptation import batch_distribution, batch_log_probs, inner_gradients, masked_task_mean
 from metasgd_rl.estimators import (
     INNER_FORM,
     Adaptation,
@@ -397,7 +397,12 @@ class PPOOuter(OuterOptimizer):
         self.cfg = cfg
         self.optimizer = torch.optim.Adam(self.params, lr=cfg["lr"])
 
-    def _loss(self, model: MetaSGD, batch: MetaBatch, adaptation: Adaptation, pre_old: Params) -> torch.Tensor:
+    def _loss(self, model: MetaSGD, batch: MetaBatch, adaptation: Adaptation, old_distribution: Any) -> torch.Tensor:
+        """Minus the clipped surrogate (plus DiCE's term), plus the inner KL penalty; mean over ``batch``'s tasks.
+
+        The KL compares ``old_distribution`` (the pre-update policy at the start of the step, on the first
+        pre-update batch) with the current one, which the re-adaptation already computed on those states.
+        """
         post = batch.post_batch
         ratio = torch.exp(batch_log_probs(model.policy, adaptation.params, post) - batch.post_log_probs)
         adv = batch.post_advantages
@@ -406,24 +411,28 @@ class PPOOuter(OuterOptimizer):
         loss = -(surrogate + sampling_term(adaptation, post, batch.dice_centred)).mean()
         if self.cfg["inner_kl_penalty"] > 0:
             pre = batch.pre_batches[0]
-            current = model.policy.task_parameters(batch.num_tasks)
-            loss = loss + self.cfg["inner_kl_penalty"] * mean_kl(model, pre_old, current, pre)
+            kl = model.policy.dist_kl(old_distribution, adaptation.first_distribution).transpose(0, 1)
+            loss = loss + self.cfg["inner_kl_penalty"] * masked_task_mean(kl, pre.mask).mean()
         return loss
 
     def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
-        pre_old = {n: p.detach().clone() for n, p in model.policy.task_parameters(batch.num_tasks).items()}
         stats: dict[str, float] = {}
         start = time.perf_counter()
-        slices = task_slices(batch.num_tasks, model.task_chunk_size)
+        chunks = []  # (part of the batch, its share of the tasks, the pre-update policy's distribution now)
+        with torch.no_grad():
+            for sl in task_slices(batch.num_tasks, model.task_chunk_size):
+                part = batch.select(sl)
+                theta = {n: p.clone() for n, p in model.policy.task_parameters(part.num_tasks).items()}  # frozen
+                chunks.append((part, part.num_tasks / batch.num_tasks,
+                               batch_distribution(model.policy, theta, part.pre_batches[0])))
         for epoch in range(self.cfg["epochs"]):
             self.optimizer.zero_grad(set_to_none=True)
             loss = batch.loss.detach().new_zeros(())
-            for sl in slices:  # the loss is a mean over tasks: chunks' gradients add up (one graph at a time)
-                part = batch.select(sl)
+            for part, share, old_distribution in chunks:  # the loss is a mean over tasks: chunks' gradients add
                 adaptation = replay_adaptation(model.policy, model.step_sizes, part, estimator=model.estimator,
-                                               create_graph=not model.first_order)
-                part_old = {n: p[sl] for n, p in pre_old.items()}
-                chunk_loss = self._loss(model, part, adaptation, part_old) * (part.num_tasks / batch.num_tasks)
+                                               create_graph=not model.first_order,
+                                               keep_first_distribution=self.cfg["inner_kl_penalty"] > 0)
+                chunk_loss = self._loss(model, part, adaptation, old_distribution) * share
                 chunk_loss.backward()
                 loss = loss + chunk_loss.detach()
             grads = [p.grad for p in self.params if p.grad is not None]

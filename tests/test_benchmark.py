@@ -54,8 +54,17 @@ def test_the_benchmark_command_writes_json_and_markdown(tmp_path, capsys):
     assert data["command"] == "metasgd-rl " + " ".join(argv)
     assert [(r["outer"], r["tasks"]) for r in data["stages"]] == [("adam", 2)]
     assert data["machine"]["cpus"] >= 1
-    assert "| adam | local | 2 | 2 |" in (tmp_path / "benchmark.md").read_text()
+    assert "| adam | local | 2 | 2 | – |" in (tmp_path / "benchmark.md").read_text()
     assert "meta_gradient (s)" in capsys.readouterr().out
+
+
+def test_the_benchmark_command_times_chunked_and_unchunked_settings(tmp_path):
+    argv = ["benchmark", "--tasks", "3", "--episodes", "2", "--outer", "adam", "--repeats", "1", "--warmup", "0",
+            "--threads", "1", "--task-chunk-size", "2", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "benchmark.json").read_text())
+    assert [r["task_chunk_size"] for r in data["stages"]] == [2]
+    assert "| adam | local | 3 | 2 | 2 |" in (tmp_path / "benchmark.md").read_text()
 
 
 def test_the_benchmark_command_refuses_an_unknown_family(capsys):

@@ -112,6 +112,44 @@ def test_ppo_runs_its_epochs_and_penalises_the_pre_update_kl():
     assert "outer/loss_epoch_0" in stats and "outer/loss_last_epoch" in stats
 
 
+@pytest.mark.parametrize("estimator", ["lvc", "dice"])
+def test_ppo_inner_kl_penalty_reuses_the_adaptation_forward_correctly(estimator):
+    """The penalty's KL is taken from the re-adaptation's own forward pass: its value and gradient must equal
+    those of a KL computed from scratch (mean_kl) between the step's starting θ and the current θ."""
+    model = small_model(outer="ppo", estimator=estimator, outer_kwargs=dict(inner_kl_penalty=1.0))
+    batch = model.meta_objective(model.sample_train_tasks(0), 3)
+    ppo = model.outer_optimizer
+    start = {n: p.detach().clone() for n, p in model.policy.task_parameters(batch.num_tasks).items()}
+    old_distribution = model.policy.distribution_params(
+        batch.pre_batches[0].task_major(batch.pre_batches[0].observations), start)
+    with torch.no_grad():  # as after an epoch: θ has moved, so the KL and its gradient are not 0
+        for p in model.policy.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(9)))
+    params = list(model.policy.parameters())
+
+    def penalty_and_gradient(loss_fn):
+        loss = loss_fn()
+        return loss.item(), torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+
+    def reused():
+        adaptation = replay_adaptation(model.policy, model.step_sizes, batch, estimator=estimator,
+                                       create_graph=True, keep_first_distribution=True)
+        ppo.cfg["inner_kl_penalty"] = 0.0
+        without = ppo._loss(model, batch, adaptation, old_distribution)
+        ppo.cfg["inner_kl_penalty"] = 1.0
+        return ppo._loss(model, batch, adaptation, old_distribution) - without
+
+    def from_scratch():
+        current = model.policy.task_parameters(batch.num_tasks)
+        return mean_kl(model, start, current, batch.pre_batches[0])
+
+    (value, grads), (expected_value, expected_grads) = penalty_and_gradient(reused), penalty_and_gradient(from_scratch)
+    assert expected_value > 1e-4
+    assert value == pytest.approx(expected_value, rel=1e-4)
+    for g, e in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-7)
+
+
 @pytest.mark.parametrize("outer", ["trpo", "adam", "ppo"])
 def test_a_non_finite_update_is_rejected_and_leaves_theta_and_alpha_unchanged(outer):
     model = small_model(outer=outer)
