@@ -12,10 +12,11 @@ from metasgd_rl import MetaSGD, evaluate_adaptation
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
 
+@pytest.mark.parametrize("chunk", [None, 2])
 @pytest.mark.parametrize("outer", ["trpo", "adam", "ppo"])
-def test_a_meta_iteration_on_cuda(outer):
+def test_a_meta_iteration_on_cuda(outer, chunk):
     model = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(16,)), meta_batch_size=3,
-                    episodes_per_task=4, outer=outer, device="cuda", seed=0)
+                    episodes_per_task=4, outer=outer, device="cuda", seed=0, task_chunk_size=chunk)
     info = model.train_step()
     assert math.isfinite(info["loss"]) and not info["update_rejected"]
     assert all(p.device.type == "cuda" for p in model.outer_optimizer.params)
