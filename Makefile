@@ -29,7 +29,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/benchmark.py
 
-# Meta-SGD vs MAML on both 2D-navigation variants, 5 seeds each (about 40 minutes on 2 cores)
+# Meta-SGD vs MAML on both 2D-navigation variants, 5 seeds each (about 30 minutes on 2 cores)
 reproduce: $(STAMP)
 	$(PY) scripts/reproduce_navigation.py
 
