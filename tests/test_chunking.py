@@ -138,3 +138,20 @@ def test_task_chunk_size_survives_save_and_load(tmp_path):
     assert MetaSGD.load(tmp_path / "m.pt").task_chunk_size == 2
     assert MetaSGD.load(tmp_path / "m.pt", task_chunk_size=None).task_chunk_size is None
     np.testing.assert_equal(model.config["task_chunk_size"], 2)
+
+
+def test_a_run_may_switch_to_chunks_on_resume(tmp_path):
+    from metasgd_rl.run import Run
+    from tests.tiny_config import TINY, metrics_rows
+
+    config = {**TINY, "meta_batch_size": 3, "iterations": 2, "checkpoint_every": 1, "eval_every": 0}
+    Run.create(resolve_config({**config, "run_dir": str(tmp_path / "whole")})).train()
+    Run.create(resolve_config({**config, "iterations": 1, "run_dir": str(tmp_path / "mixed")})).train()
+    resumed = Run.resume(tmp_path / "mixed", ["iterations=2", "task_chunk_size=2"])
+    assert resumed.model.task_chunk_size == 2
+    resumed.train()
+    whole, mixed = metrics_rows(tmp_path / "whole"), metrics_rows(tmp_path / "mixed")
+    assert [r["iteration"] for r in mixed] == ["1", "2"]
+    assert mixed[0] == whole[0]
+    for key in ("loss", "pre_return", "post_return", "outer/grad_norm"):
+        assert float(mixed[1][key]) == pytest.approx(float(whole[1][key]), rel=1e-4, abs=1e-7), key
