@@ -130,6 +130,10 @@ class MetaBatch:
             task_chunk_size=self.task_chunk_size,
         )
 
+    def parts(self, chunk_size: int | None) -> list[MetaBatch]:
+        """This meta-batch as consecutive parts of at most ``chunk_size`` tasks (itself if None)."""
+        return [self.select(sl) for sl in task_slices(self.num_tasks, chunk_size)]
+
 
 def task_slices(num_tasks: int, chunk_size: int | None) -> list[slice]:
     """Consecutive ranges of at most ``chunk_size`` tasks covering ``num_tasks`` (one range if None)."""
@@ -337,8 +341,7 @@ def meta_gradient(policy: Policy, step_sizes: StepSizes, batch: MetaBatch, param
         return list(torch.autograd.grad(batch.loss, params, retain_graph=True, allow_unused=True,
                                         materialize_grads=True))
     total: list[torch.Tensor] | None = None
-    for sl in task_slices(batch.num_tasks, batch.task_chunk_size):
-        part = batch.select(sl)
+    for part in batch.parts(batch.task_chunk_size):
         adaptation = replay_adaptation(policy, step_sizes, part, estimator=estimator, create_graph=not first_order)
         surrogate, _ = post_update_surrogate(policy, adaptation, part.post_batch, part.post_advantages, estimator,
                                              part.dice_centred)

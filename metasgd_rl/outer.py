@@ -22,7 +22,6 @@ from metasgd_rl.estimators import (
     MetaBatch,
     replay_adaptation,
     sampling_term,
-    task_slices,
 )
 from metasgd_rl.policies import Params
 from metasgd_rl.sampler import EpisodeBatch
@@ -344,8 +343,7 @@ class TRPOOuter(OuterOptimizer):
         chunks = []  # tasks in chunks: the first-order re-adaptation's memory is one chunk's
         with torch.no_grad():
             old_loss = -masked_task_mean(batch.post_advantages, batch.post_batch.mask).mean()
-            for sl in task_slices(batch.num_tasks, model.task_chunk_size):
-                part = batch.select(sl)
+            for part in batch.parts(model.task_chunk_size):
                 obs = part.post_batch.task_major(part.post_batch.observations)
                 old_dist = policy.distribution_params(obs, {n: p.detach() for n, p in part.adapted_params.items()})
                 chunks.append((part, obs, part.post_batch.task_major(part.post_batch.actions), old_dist))
@@ -420,8 +418,7 @@ class PPOOuter(OuterOptimizer):
         start = time.perf_counter()
         chunks = []  # (part of the batch, its share of the tasks, the pre-update policy's distribution now)
         with torch.no_grad():
-            for sl in task_slices(batch.num_tasks, model.task_chunk_size):
-                part = batch.select(sl)
+            for part in batch.parts(model.task_chunk_size):
                 theta = {n: p.clone() for n, p in model.policy.task_parameters(part.num_tasks).items()}  # frozen
                 chunks.append((part, part.num_tasks / batch.num_tasks,
                                batch_distribution(model.policy, theta, part.pre_batches[0])))
