@@ -5,6 +5,10 @@
   inner steps), ``objective`` (the post-update surrogate), ``meta_gradient`` (its backward into θ and α),
   ``conjugate_gradient`` and ``line_search`` (TRPO), ``epochs`` (PPO's re-adapting epochs, gradients
   included); medians over repeats after warm-up iterations, and the process's peak resident memory.
+- Its arithmetic floor: the matrix-product FLOPs of one more (untimed) iteration, counted by
+  ``torch.utils.flop_counter``, divided by this process's own dense matmul rate (:func:`matmul_peak_gflops`).
+  ``floor / total`` says how close an iteration runs to what the machine's arithmetic allows, and a target
+  below the floor cannot be met by any implementation of the same computation on that machine.
 - :func:`raw_rate` / :func:`sampler_rate`: env transitions per second of single envs stepped in a Python loop
   (the simulator's own cost) and through a sampler (local or Ray) with a per-task policy.
 
@@ -16,6 +20,7 @@ these and write JSON and markdown.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import platform
 import resource
@@ -46,6 +51,33 @@ def machine() -> dict[str, Any]:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def matmul_peak_gflops(size: int = 2048, repeats: int = 3, device: torch.device | str = "cpu") -> float:
+    """This process's dense float32 matmul rate on ``device`` (best of ``repeats`` ``size``³ products),
+    GFLOP/s: the practical peak of the arithmetic every meta-iteration is made of."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a = torch.randn(size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    a @ a  # warm-up: threads and the BLAS's buffers
+    sync()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def count_gflop(function: Callable[[], Any]) -> float:
+    """Matrix-product GFLOP that ``function()`` executes in this process (forward and every backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        function()
+    return counter.get_total_flops() / 1e9
+
+
 def time_meta_iterations(family: str = "Navigation2D-v0", tasks: int = 20, episodes: int = 20, outer: str = "trpo",
                          repeats: int = 5, warmup: int = 1, threads: int | None = None,
                          **model_kwargs: Any) -> dict[str, Any]:
@@ -53,7 +85,9 @@ def time_meta_iterations(family: str = "Navigation2D-v0", tasks: int = 20, episo
 
     ``model_kwargs`` go to :class:`~metasgd_rl.model.MetaSGD` (``estimator``, ``sampler``, ``device``,
     ``policy_kwargs``, ...). Returns the setting, ``total`` and one entry per logged stage, ``env_steps`` per
-    iteration, ``sampler_steps_per_s`` (env steps / sampling seconds) and ``peak_memory_mb``.
+    iteration, ``sampler_steps_per_s`` (env steps / sampling seconds), ``peak_memory_mb``, and the arithmetic
+    floor: ``gflop`` (matrix-product GFLOP of one more, untimed iteration; with the Ray sampler only the learner's,
+    rollouts run in the actors), ``peak_gflops`` (:func:`matmul_peak_gflops`) and ``floor`` (their ratio, s).
     """
     from metasgd_rl.allocator import reuse_freed_memory
     from metasgd_rl.model import MetaSGD
@@ -66,6 +100,7 @@ def time_meta_iterations(family: str = "Navigation2D-v0", tasks: int = 20, episo
         for _ in range(warmup):
             model.train_step()
         infos = [model.train_step() for _ in range(repeats)]
+        gflop = count_gflop(model.train_step)
     finally:
         model.close()
     row: dict[str, Any] = {"family": family, "tasks": tasks, "episodes": episodes, "outer": outer,
@@ -79,6 +114,9 @@ def time_meta_iterations(family: str = "Navigation2D-v0", tasks: int = 20, episo
     row["sampler_steps_per_s"] = row["env_steps"] / row["sampling"]
     row["rejected"] = sum(bool(info["update_rejected"]) for info in infos)
     row["peak_memory_mb"] = peak_memory_mb()
+    row["gflop"] = gflop
+    row["peak_gflops"] = matmul_peak_gflops(device=model.device)
+    row["floor"] = gflop / row["peak_gflops"]
     return row
 
 
@@ -157,15 +195,17 @@ def in_fresh_process(function: Callable[..., dict[str, Any]], **kwargs: Any) -> 
 
 
 def stage_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown: one row per setting, seconds per stage, total, sampler throughput and peak memory."""
+    """Markdown: one row per setting, seconds per stage, total, the arithmetic floor, sampler throughput and
+    peak memory."""
     stages = [s for s in STAGES if any(s in r for r in rows)]
     head = ["outer", "sampler", "tasks", "episodes", "chunk", *(f"{s} (s)" for s in stages), "total (s)",
-            "sampler steps/s", "peak MiB"]
+            "GFLOP", "floor (s)", "floor / total", "sampler steps/s", "peak MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         chunk = r.get("task_chunk_size")
         cells = [r["outer"], r["sampler"], str(r["tasks"]), str(r["episodes"]), "–" if chunk is None else str(chunk),
                  *(f"{r[s]:.3f}" if s in r else "–" for s in stages), f"**{r['total']:.3f}**",
+                 f"{r['gflop']:.1f}", f"{r['floor']:.3f}", f"{r['floor'] / r['total']:.0%}",
                  f"{r['sampler_steps_per_s']:,.0f}", f"{r['peak_memory_mb']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -218,7 +258,9 @@ def run_benchmark(family: str = "Navigation2D-v0", tasks: Sequence[int] = (20,),
     if stage_rows:
         markdown += [f"Seconds per meta-iteration on {family} by stage (medians of {repeats} iterations after "
                      f"{warmup} warm-up), estimator {stage_rows[0]['estimator']}, torch threads "
-                     f"{stage_rows[0]['threads']}:", "", stage_table(stage_rows), ""]
+                     f"{stage_rows[0]['threads']}; floor = the iteration's matrix-product GFLOP at this process's "
+                     f"dense matmul rate ({stage_rows[0]['peak_gflops']:.0f} GFLOP/s):", "",
+                     stage_table(stage_rows), ""]
     if throughput_rows:
         markdown += ["Env transitions per second: single envs stepped in a Python loop (raw) vs the sampler with "
                      "a 2×100 policy, one set of parameters per task:", "", throughput_table(throughput_rows), ""]

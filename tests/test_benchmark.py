@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from metasgd_rl import MetaSGD
 from metasgd_rl.benchmark import STAGES, in_fresh_process, sampling_throughput, stage_table, time_meta_iterations
@@ -39,6 +40,30 @@ def test_time_meta_iterations_reports_medians_memory_and_throughput():
     assert row["total"] >= row["sampling"] > 0 and row["peak_memory_mb"] > 50
     assert row["sampler_steps_per_s"] == pytest.approx(row["env_steps"] / row["sampling"])
     assert "| adam | local | 2 | 2 |" in stage_table([row])
+
+
+def test_the_arithmetic_floor_counts_every_matrix_product_of_an_iteration():
+    # every product of rollouts, adaptation and meta-gradient has the steps of all episodes as its rows (the
+    # bandit's episodes never end early), so twice the episodes is exactly twice the FLOPs
+    rows = {e: time_meta_iterations(family="MultiArmedBandit-v0", tasks=3, episodes=e, outer="adam", repeats=1,
+                                    warmup=0, threads=1, policy_kwargs=dict(hidden_sizes=(8,)))
+            for e in (2, 4)}
+    assert rows[4]["gflop"] == pytest.approx(2 * rows[2]["gflop"], rel=1e-6)
+    assert rows[2]["peak_gflops"] > 0.1
+    assert rows[2]["floor"] == pytest.approx(rows[2]["gflop"] / rows[2]["peak_gflops"])
+    assert "floor / total" in stage_table([rows[2]])
+
+
+def test_counted_flops_match_the_closed_form_of_a_forward_pass():
+    from metasgd_rl.benchmark import count_gflop
+    from metasgd_rl.policies import make_policy
+
+    family = MetaSGD("Navigation2D-v0", seed=0).family
+    policy = make_policy(family.observation_space, family.action_space, hidden_sizes=(100, 100))
+    params = policy.task_parameters(4)
+    obs = torch.zeros(4, 50, 2)
+    gflop = count_gflop(lambda: policy.distribution_params(obs, params))
+    assert gflop == pytest.approx(2 * 4 * 50 * (2 * 100 + 100 * 100 + 100 * 2) / 1e9)
 
 
 def test_sampling_throughput_measures_raw_and_sampler_rates():
