@@ -30,6 +30,14 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu,
     "leaky_relu": F.leaky_relu,
 }
+#: in-place forms of the activations, for rollouts (no graph); others are applied out of place there too
+_INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu_,
+    "tanh": torch.tanh_,
+    "elu": lambda x: F.elu(x, inplace=True),
+    "silu": lambda x: F.silu(x, inplace=True),
+    "leaky_relu": lambda x: F.leaky_relu(x, inplace=True),
+}
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -103,6 +111,28 @@ class MLPPolicy(nn.Module):
             if i < last:
                 x = act(x)
         return x
+
+    def _rollout_trunk(self, params: Mapping[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`_trunk` for many calls with the same per-task ``params`` and no gradient: weights transposed
+        once, each bias added inside its matmul, activations in place. A rollout step is a handful of small ops,
+        so the per-op overhead this removes is a quarter of a Navigation2D rollout's time."""
+        p = self._full(params)
+        n = len(self.layers)
+        if any(p[f"layers.{i}.weight"].dim() != 3 for i in range(n)):  # shared θ: the plain trunk
+            return lambda obs: self._trunk(obs, p)
+        weights = [p[f"layers.{i}.weight"].detach().transpose(1, 2).contiguous() for i in range(n)]
+        biases = [p[f"layers.{i}.bias"].detach().unsqueeze(1) for i in range(n)]
+        act = _INPLACE_ACTIVATIONS.get(self.activation, ACTIVATIONS[self.activation])
+
+        def trunk(obs: torch.Tensor) -> torch.Tensor:
+            x = obs.reshape(obs.shape[0], -1, obs.shape[-1])
+            for i in range(n):
+                x = torch.baddbmm(biases[i], x, weights[i])
+                if i < n - 1:
+                    x = act(x)
+            return x.reshape(*obs.shape[:-1], x.shape[-1])
+
+        return trunk
 
     def _full(self, params: Mapping[str, torch.Tensor] | None) -> Mapping[str, torch.Tensor]:
         """Complete ``params`` with the module's non-adapted tensors (fixed log-std, buffers)."""
@@ -196,6 +226,22 @@ class GaussianMLPPolicy(MLPPolicy):
             noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         return mean + torch.exp(log_std) * noise
 
+    def action_sampler(
+        self, params: Mapping[str, torch.Tensor] | None = None
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``(obs, noise) -> actions`` for a whole rollout with fixed ``params``: :meth:`sample`'s actions (up to
+        float rounding) without a graph, with what stays fixed over the rollout computed once."""
+        with torch.no_grad():
+            trunk = self._rollout_trunk(params)
+            std = torch.exp(self._full(params)["log_std"].detach())
+
+        @torch.no_grad()
+        def sample(obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+            mean = trunk(obs)
+            return mean.addcmul_(_task_view(std, mean) if std.dim() == 2 else std, noise)
+
+        return sample
+
     def kl(
         self, obs: torch.Tensor, params_p: Mapping[str, torch.Tensor], params_q: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
@@ -262,9 +308,26 @@ class CategoricalMLPPolicy(MLPPolicy):
             return logp.argmax(-1)
         if noise is None:
             noise = torch.rand(logp.shape[:-1], generator=generator, device=logp.device)
+        return self._inverse_cdf(logp, noise)
+
+    def _inverse_cdf(self, logp: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         cdf = torch.cumsum(logp.exp(), dim=-1)
         action = (cdf < noise.unsqueeze(-1).to(cdf.dtype)).sum(-1)
         return action.clamp(max=self.n_actions - 1)
+
+    def action_sampler(
+        self, params: Mapping[str, torch.Tensor] | None = None
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``(obs, noise) -> actions`` for a whole rollout with fixed ``params``: :meth:`sample`'s actions (up to
+        float rounding of the logits) without a graph, with what stays fixed over the rollout computed once."""
+        with torch.no_grad():
+            trunk = self._rollout_trunk(params)
+
+        @torch.no_grad()
+        def sample(obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+            return self._inverse_cdf(torch.log_softmax(trunk(obs), dim=-1), noise)
+
+        return sample
 
     def kl(
         self, obs: torch.Tensor, params_p: Mapping[str, torch.Tensor], params_q: Mapping[str, torch.Tensor]

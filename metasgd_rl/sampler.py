@@ -150,11 +150,12 @@ def rollout_chunk(
         observations, actions, rewards, alive_steps = [], [], [], []
         alive = np.ones(n_envs, dtype=bool)
         zero = torch.zeros((), device=device)
+        sample_actions = policy.action_sampler(params)
         for _ in range(horizon):
             obs = observation_features(obs_space, torch.as_tensor(raw_obs, device=device))
             obs = obs.reshape(num_tasks, episodes, -1)
             noise = policy.draw_noise((total_tasks, episodes), generator, device)[task_slice]
-            action = policy.sample(obs, params, noise=noise)
+            action = sample_actions(obs, noise)
             if not alive.all():
                 mask = torch.as_tensor(alive, device=device).reshape(num_tasks, episodes, *([1] * (action.dim() - 2)))
                 action = torch.where(mask, action, zero.to(action.dtype))

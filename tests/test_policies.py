@@ -409,3 +409,36 @@ def test_a_slice_of_the_noise_samples_that_slice_of_the_batch(make):
     assert torch.equal(whole, policy.sample(obs, params, generator=gen(7)))  # the same draws as without noise=
     part = policy.sample(obs[1:3], {n: p[1:3] for n, p in params.items()}, noise=noise[1:3])
     assert torch.equal(part, whole[1:3])
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "elu"])
+@pytest.mark.parametrize("hidden_sizes", [(8, 6), ()], ids=["mlp", "linear"])
+@pytest.mark.parametrize("make", [gaussian, categorical], ids=["gaussian", "categorical"])
+def test_the_rollout_action_sampler_gives_the_actions_of_sample(make, hidden_sizes, activation):
+    policy = make(hidden_sizes=hidden_sizes, activation=activation)
+    params = {n: p.requires_grad_() for n, p in per_task_params(policy, T, seed=1).items()}
+    before = {n: p.detach().clone() for n, p in params.items()}
+    obs = torch.randn(T, 3, 50, OBS_DIM, generator=gen(2))
+    obs_before = obs.clone()
+    noise = policy.draw_noise((T, 3, 50), gen(7))
+    sample = policy.action_sampler(params)
+    actions = sample(obs, noise)
+    expected = policy.sample(obs, params, noise=noise)
+    assert not actions.requires_grad
+    if make is gaussian:
+        close(actions, expected.detach())
+        assert actions.std() > 0.1  # the noise is really used
+    else:
+        assert (actions == expected).float().mean() > 0.99  # a uniform draw on a CDF step may round either way
+        assert len(actions.unique()) == N_ACTIONS
+    # the in-place work touches neither the parameters nor the observations
+    assert all(torch.equal(params[n].detach(), before[n]) for n in params) and torch.equal(obs, obs_before)
+    assert torch.equal(sample(obs, noise), actions)  # and a second call gives the same
+
+
+@pytest.mark.parametrize("make", [gaussian, categorical], ids=["gaussian", "categorical"])
+def test_the_rollout_action_sampler_with_shared_theta(make):
+    policy = make()
+    obs = torch.randn(T, 50, OBS_DIM, generator=gen(2))
+    noise = policy.draw_noise((T, 50), gen(7))
+    assert torch.equal(policy.action_sampler()(obs, noise), policy.sample(obs, noise=noise).detach())
