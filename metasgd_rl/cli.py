@@ -124,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time real meta-iterations (train_step) of a fresh model, broken into sampling, adaptation,\n"
                     "objective, meta-gradient, TRPO's conjugate gradient and line search, PPO's epochs; for every\n"
                     "combination of --outer, --sampler, --tasks and --episodes, each in a fresh process (its own\n"
-                    "peak memory). --throughput FAMILY... also measures env steps/s of raw single envs against the\n"
-                    "samplers. Prints markdown tables; --out writes benchmark.json and benchmark.md.",
+                    "peak memory), with its arithmetic floor: the iteration's matrix-product GFLOP at the machine's\n"
+                    "dense matmul rate. --throughput FAMILY... also measures env steps/s of raw single envs against\n"
+                    "the samplers. Prints markdown tables; --out writes benchmark.json and benchmark.md.",
         epilog="examples:\n"
                "  metasgd-rl benchmark                                   # Navigation2D, 20 x 20, trpo/adam/ppo\n"
                "  metasgd-rl benchmark --outer trpo --tasks 10 20 40 80  # scaling with the number of tasks\n"
