@@ -42,7 +42,7 @@ def test_time_meta_iterations_reports_medians_memory_and_throughput():
     assert "| adam | local | 2 | 2 |" in stage_table([row])
 
 
-def test_the_arithmetic_floor_counts_every_matrix_product_of_an_iteration():
+def test_the_arithmetic_floor_is_an_iterations_flops_at_the_matmul_rate():
     # every product of rollouts, adaptation and meta-gradient has the steps of all episodes as its rows (the
     # bandit's episodes never end early), so twice the episodes is exactly twice the FLOPs
     rows = {e: time_meta_iterations(family="MultiArmedBandit-v0", tasks=3, episodes=e, outer="adam", repeats=1,

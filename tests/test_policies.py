@@ -427,7 +427,6 @@ def test_the_rollout_action_sampler_gives_the_actions_of_sample(make, hidden_siz
     assert not actions.requires_grad
     if make is gaussian:
         close(actions, expected.detach())
-        assert actions.std() > 0.1  # the noise is really used
     else:
         assert (actions == expected).float().mean() > 0.99  # a uniform draw on a CDF step may round either way
         assert len(actions.unique()) == N_ACTIONS
