@@ -199,14 +199,16 @@ def adapt_tasks(
         if task_chunk_size is None:
             distribution = batch_distribution(policy, params, batch)
             log_probs = batch_log_probs(policy, params, batch, distribution)
-            reused = estimator == "dice" or (k == 0 and keep_first_distribution)  # differentiated again later
-            if k == 0 and keep_first_distribution:
+            keep_distribution = k == 0 and keep_first_distribution
+            if keep_distribution:
                 first_distribution = distribution
             if estimator == "dice":
                 step_log_prob = log_probs.sum(dim=(0, 2))
                 sampling_log_prob = step_log_prob if sampling_log_prob is None else sampling_log_prob + step_log_prob
             grads = inner_gradients(policy, params, batch, adv, form=form, create_graph=create_graph,
-                                    log_probs=log_probs, retain_graph=create_graph or reused)
+                                    log_probs=log_probs,
+                                    # the forward graph is differentiated again later by these
+                                    retain_graph=create_graph or keep_distribution or estimator == "dice")
         else:
             parts = [inner_gradients(policy, {n: p[sl] for n, p in params.items()}, batch.select_tasks(sl),
                                      adv[:, sl], form=form, create_graph=False)

@@ -132,8 +132,7 @@ def rollout_chunk(
     horizon = int(family.max_episode_steps)
     generator = torch.Generator(device=device).manual_seed(noise_seed)
     task_slice = slice(first_task, first_task + num_tasks)
-    # contiguous: θ broadcast to all tasks (an expand view) makes the batched matmul several times slower
-    params = {n: p.detach().contiguous() for n, p in params.items()}
+    params = {n: p.detach() for n, p in params.items()}
     venv = family.make_vector_env(tasks, episodes)
     if isinstance(venv, EpisodeVectorEnv):
         venv.keep_infos = False
