@@ -10,6 +10,7 @@ from metasgd_rl.gym_family import GymTaskFamily
 from metasgd_rl.model import MAML, AdaptedPolicy, MetaSGD
 from metasgd_rl.parameters import Choice, Distribution, LogUniform, ParameterPathError, Uniform
 from metasgd_rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, make_policy
+from metasgd_rl.probe import AlphaProbe, alpha_probe
 from metasgd_rl.registry import list_task_families, make_task_family, register_task_family
 from metasgd_rl.sampler import EpisodeBatch, sample_episodes
 from metasgd_rl.step_sizes import StepSizes
@@ -18,6 +19,7 @@ __all__ = [
     "MAML",
     "AdaptationResult",
     "AdaptedPolicy",
+    "AlphaProbe",
     "AdvantageConfig",
     "CategoricalMLPPolicy",
     "Choice",
@@ -35,6 +37,7 @@ __all__ = [
     "Uniform",
     "TaskFamily",
     "TaskFamilyCheckError",
+    "alpha_probe",
     "check_task_family",
     "compute_advantages",
     "evaluate_adaptation",

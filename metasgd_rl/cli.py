@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=["test", "train"], default="test",
                           help="task split; test: held-out tasks (default: %(default)s); train: tasks of the "
                                "training distribution, for diagnosis only")
+    evaluate.add_argument("--alpha-probe", action="store_true",
+                          help="also adapt one step with the hidden layers' α reset to α_init and set to 0, on the "
+                               "same tasks and episodes: is the learned α of the hidden layers used?")
     evaluate.add_argument("--json", metavar="PATH", help="write the result (per-episode returns, tasks) as JSON")
     evaluate.add_argument("--report", metavar="DIR",
                           help="write a report into DIR: report.md, results.json, adaptation and learning curves, α, "
@@ -211,6 +214,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"{type(model).__name__} at iteration {model.iteration} ({args.checkpoint}) on {model.family.id}: "
           f"{args.tasks} {args.split} tasks, {episodes} episodes per step, seed {args.seed}")
     print(format_table(result.mean(), result.ci95()))
+    if args.alpha_probe:
+        from metasgd_rl.probe import alpha_probe, hidden_layer_names
+
+        if hidden_layer_names(model):
+            probe = alpha_probe(model, episodes=episodes, split=args.split, seed=args.seed, tasks=result.tasks)
+            print(f"\nα probe (α_init {probe.alpha_init:g}; hidden layers: {', '.join(probe.hidden)}):")
+            print(probe.table())
+        else:
+            print("\nα probe: the policy has no hidden layers")
     if args.json is not None:
         print(f"{PROG}: result written to {result.save(args.json)}")
     if args.report is not None:

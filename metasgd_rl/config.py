@@ -36,7 +36,7 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 ALGOS = ("metasgd", "maml")
 #: MAML fixes these constructor arguments (one untrained scalar α); its configs must not set them
-MAML_FIXED = ("alpha_granularity", "learn_alpha")
+MAML_FIXED = ("alpha_granularity", "learn_alpha", "alpha_parameterization", "alpha_optimizer", "alpha_lr")
 #: the only keys ``--set`` may change when resuming: they do not change what the iterations compute (a
 #: ``task_chunk_size`` changes only the order of floating-point sums)
 RESUME_MUTABLE = ("iterations", "checkpoint_every", "eval_every", "progress_bar", "sampler", "ray_address",
@@ -220,9 +220,10 @@ def _device(key: str, value: Any) -> str:
 def _model_validators() -> dict[str, Validator]:
     from metasgd_rl.advantages import BASELINES
     from metasgd_rl.estimators import ESTIMATORS
+    from metasgd_rl.model import ALPHA_OPTIMIZERS
     from metasgd_rl.outer import OUTER_OPTIMIZERS
     from metasgd_rl.ray_sampler import SAMPLERS
-    from metasgd_rl.step_sizes import GRANULARITIES
+    from metasgd_rl.step_sizes import GRANULARITIES, PARAMETERIZATIONS
 
     return {
         "family": string(),
@@ -234,6 +235,9 @@ def _model_validators() -> dict[str, Validator]:
         "alpha_init": number(),
         "alpha_granularity": choice(GRANULARITIES),
         "alpha_per_step": boolean(),
+        "alpha_parameterization": choice(PARAMETERIZATIONS),
+        "alpha_optimizer": choice(ALPHA_OPTIMIZERS),
+        "alpha_lr": number(positive=True),
         "learn_alpha": boolean(),
         "first_order": boolean(),
         "estimator": choice(ESTIMATORS),
@@ -301,13 +305,15 @@ def _unknown_key(key: str, value: Any, allowed: Iterable[str], where: str = "") 
 
 def _resolve_policy_kwargs(given: Mapping[str, Any]) -> dict[str, Any]:
     from metasgd_rl.model import DEFAULT_POLICY_KWARGS
-    from metasgd_rl.policies import ACTIVATIONS
+    from metasgd_rl.policies import ACTIVATIONS, INITS
 
     validators: dict[str, Validator] = {
         "hidden_sizes": int_list(1),
         "activation": choice(sorted(ACTIVATIONS)),
         "init_std": number(positive=True),
         "learn_std": boolean(),
+        "init": choice(INITS),
+        "output_init_scale": number(positive=True),
     }
     out = {k: list(v) if isinstance(v, tuple) else v for k, v in DEFAULT_POLICY_KWARGS.items()}
     for key, value in given.items():

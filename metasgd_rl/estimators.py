@@ -94,6 +94,9 @@ class MetaBatch:
     #: None: ``loss`` carries the whole second-order graph. An int: ``loss`` is a value only, and
     #: :func:`meta_gradient` differentiates chunks of that many tasks one after another (bounded memory)
     task_chunk_size: int | None = None
+    #: the meta-gradient w.r.t. the model's trained tensors once computed (θ, then α): the outer optimiser and
+    #: α's own optimiser share it instead of differentiating the batch twice. Not carried by :meth:`select`.
+    cached_gradient: list[torch.Tensor] | None = None
 
     @property
     def pre_return(self) -> float:

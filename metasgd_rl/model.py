@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -35,8 +36,14 @@ from metasgd_rl.step_sizes import StepSizes
 
 CHECKPOINT_FORMAT = "metasgd-rl/1"
 DEFAULT_POLICY_KWARGS: dict[str, Any] = dict(
-    hidden_sizes=(100, 100), activation="relu", init_std=1.0, learn_std=True
+    hidden_sizes=(100, 100), activation="relu", init_std=1.0, learn_std=True, init="default", output_init_scale=0.01
 )
+#: how α is trained: ``"joint"`` in one vector with θ by the outer optimiser, or by its own Adam (``alpha_lr``)
+ALPHA_OPTIMIZERS = ("joint", "adam")
+ALPHA_ADAM_EPS = 1e-20
+#: what a checkpoint saved before these settings existed was trained with
+_LEGACY_SETTINGS = dict(alpha_parameterization="linear", alpha_optimizer="joint")
+_LEGACY_POLICY_KWARGS = dict(init="default", output_init_scale=0.01)
 
 # Streams of the seed tree (spawn keys under the model's seed).
 _POLICY_INIT, _TRAIN_TASKS, _TRAIN_ROLLOUTS, _META_LOSS, _ADAPT = range(5)
@@ -93,6 +100,12 @@ class MetaSGD:
     TRPO (``max_kl``, ``cg_iters``, ``cg_damping``, ``ls_steps``, ``ls_ratio``, ``fvp``, ``fvp_subsample``),
     Adam (``lr``, ``max_grad_norm``) or PPO (``lr``, ``epochs``, ``clip``, ``inner_kl_penalty``,
     ``max_grad_norm``). ``family_kwargs`` go to :func:`make_task_family` when ``family`` is an id.
+
+    α's training: ``alpha_optimizer="joint"`` puts α into the outer optimiser's vector with θ (one TRPO trust
+    region for both); ``"adam"`` gives α its own Adam (learning rate ``alpha_lr``) on the same estimator's
+    meta-gradient, while θ follows the outer optimiser. Under TRPO the joint form hardly moves the hidden layers'
+    α: their curvature (∝ g², tiny) is far below the CG damping. ``alpha_parameterization="log"`` trains
+    β with α = sign(α_init)·exp(β), so steps are relative (see :class:`~metasgd_rl.step_sizes.StepSizes`).
     """
 
     def __init__(
@@ -105,6 +118,9 @@ class MetaSGD:
         alpha_init: float = 0.1,
         alpha_granularity: str = "element",
         alpha_per_step: bool = False,
+        alpha_parameterization: str = "linear",
+        alpha_optimizer: str = "joint",
+        alpha_lr: float = 1e-3,
         learn_alpha: bool = True,
         first_order: bool = False,
         estimator: str = "lvc",
@@ -151,8 +167,17 @@ class MetaSGD:
         self.ray_address, self.ray_workers = ray_address, ray_workers
         self.task_chunk_size = None if task_chunk_size is None else _positive_int("task_chunk_size", task_chunk_size)
         self._sample_fn = make_sampler(self.sampler, self.family, ray_address, ray_workers)
+        self.alpha_optimizer = _choice("alpha_optimizer", alpha_optimizer, ALPHA_OPTIMIZERS)
+        if isinstance(alpha_lr, bool) or not isinstance(alpha_lr, (int, float)) or not (
+                np.isfinite(alpha_lr) and alpha_lr > 0):
+            raise ValueError(f"alpha_lr={alpha_lr!r} is not allowed; use a positive finite number")
+        if self.alpha_optimizer != "joint" and not self.learn_alpha:
+            raise ValueError(f"alpha_optimizer={alpha_optimizer!r} trains α, but learn_alpha=False; use "
+                             "alpha_optimizer='joint' or learn_alpha=True")
         self._init_args = dict(
             alpha_init=float(alpha_init), alpha_granularity=alpha_granularity, alpha_per_step=bool(alpha_per_step),
+            alpha_parameterization=alpha_parameterization, alpha_optimizer=self.alpha_optimizer,
+            alpha_lr=float(alpha_lr),
         )
 
         init_gen = torch.Generator().manual_seed(self._stream(_POLICY_INIT))
@@ -161,12 +186,18 @@ class MetaSGD:
         ).to(self.device)
         shapes = {n: p.shape for n, p in self.policy.adaptable_parameters().items()}
         self.step_sizes = StepSizes(
-            shapes, float(alpha_init), alpha_granularity, self.learn_alpha, alpha_per_step, self.inner_steps
+            shapes, float(alpha_init), alpha_granularity, self.learn_alpha, alpha_per_step, self.inner_steps,
+            alpha_parameterization,
         ).to(self.device)
         params = list(self.policy.adaptable_parameters().values())
-        if self.learn_alpha:
+        if self.alpha_in_outer:
             params += list(self.step_sizes.parameters())
         self.outer_optimizer = make_outer_optimizer(self.outer, params, **self.outer_kwargs)
+        #: α's own optimiser (``alpha_optimizer="adam"``), None when the outer optimiser trains α or α is fixed
+        # Adam's ε is far below the default 1e-8: the hidden layers' α gradients are ~1e-9 at initialisation,
+        # and an ε above them would shrink their steps in proportion (the scale-free step is the point here)
+        self.alpha_optim = (torch.optim.Adam(self.step_sizes.parameters(), lr=float(alpha_lr), eps=ALPHA_ADAM_EPS)
+                            if self.learn_alpha and self.alpha_optimizer == "adam" else None)
         self.iteration = 0
         self._meta_loss_calls = 0
 
@@ -197,6 +228,11 @@ class MetaSGD:
             ray_workers=self.ray_workers,
             task_chunk_size=self.task_chunk_size,
         )
+
+    @property
+    def alpha_in_outer(self) -> bool:
+        """Whether α is part of the outer optimiser's parameter vector (learned, ``alpha_optimizer="joint"``)."""
+        return self.learn_alpha and self.alpha_optimizer == "joint"
 
     # -- seeding ---------------------------------------------------------------------------------
     def _seed_sequence(self, stream: int, *index: int) -> np.random.SeedSequence:
@@ -236,10 +272,16 @@ class MetaSGD:
         )
 
     def meta_gradient(self, batch: MetaBatch) -> list[torch.Tensor]:
-        """The estimator's meta-gradient from ``batch``: one tensor per trainable parameter (θ, then α if
-        learned), chunk by chunk if ``batch`` was built with a ``task_chunk_size``."""
-        return meta_gradient(self.policy, self.step_sizes, batch, self._trainable(), estimator=self.estimator,
-                             first_order=self.first_order)
+        """The estimator's meta-gradient from ``batch``: one tensor per parameter of the outer optimiser (θ, then
+        α if it trains α), chunk by chunk if ``batch`` was built with a ``task_chunk_size``."""
+        return self._all_meta_gradients(batch)[: len(self.outer_optimizer.params)]
+
+    def _all_meta_gradients(self, batch: MetaBatch) -> list[torch.Tensor]:
+        """The meta-gradient w.r.t. every trained tensor (:meth:`_trainable`), computed once per batch."""
+        if batch.cached_gradient is None:
+            batch.cached_gradient = meta_gradient(self.policy, self.step_sizes, batch, self._trainable(),
+                                                  estimator=self.estimator, first_order=self.first_order)
+        return batch.cached_gradient
 
     def meta_loss(self, tasks: Sequence[Task], seed: int | None = None) -> torch.Tensor:
         """Differentiable surrogate (to minimise) of the meta-objective on ``tasks``.
@@ -259,27 +301,61 @@ class MetaSGD:
         rng = np.random.default_rng(self._seed_sequence(_TRAIN_TASKS, iteration))
         return self.family.sample_tasks(self.meta_batch_size, rng, split="train")
 
+    def _alpha_params(self) -> list[torch.nn.Parameter]:
+        """The α tensors trained by α's own optimiser ([] when α is fixed or trained jointly)."""
+        return list(self.step_sizes.parameters()) if self.alpha_optim is not None else []
+
     def _trainable(self) -> list[torch.Tensor]:
-        return self.outer_optimizer.params
+        """Every trained tensor: the outer optimiser's (θ, and α when joint), then α's own optimiser's."""
+        return [*self.outer_optimizer.params, *self._alpha_params()]
 
     def outer_update(self, batch: MetaBatch) -> tuple[dict[str, float], dict[str, float], bool]:
-        """Let the outer optimiser update θ, α from ``batch``.
+        """Let the outer optimiser update θ (and α when joint), and α's own optimiser α, from ``batch``.
 
-        Returns its statistics, the seconds per stage (``batch``'s and the optimiser's ``time/*``, without the
-        prefix) and whether the update was rejected (by the optimiser, or because a parameter came out
-        non-finite: then it is undone).
+        Returns the statistics, the seconds per stage (``batch``'s and the optimiser's ``time/*``, without the
+        prefix) and whether θ's update was rejected: by the optimiser (e.g. no acceptable TRPO step), or
+        because a gradient or a parameter came out non-finite (then θ, α and α's optimiser are left or put back
+        as they were). α's own optimiser steps on α's meta-gradient at the (θ, α) the batch was sampled with,
+        also when the outer optimiser finds no acceptable step for θ; ``alpha_grad_norm`` in the statistics
+        says that it stepped.
         """
         before = [p.detach().clone() for p in self._trainable()]
-        stats = self.outer_optimizer.step(self, batch)
+        alpha_grads: list[torch.Tensor] = []
+        alpha_seconds = 0.0
+        if self.alpha_optim is not None:  # α's gradient at the current (θ, α), before θ moves
+            start = time.perf_counter()
+            alpha_grads = self._all_meta_gradients(batch)[len(self.outer_optimizer.params):]
+            alpha_seconds = time.perf_counter() - start
+        alpha_finite = all(bool(torch.isfinite(g).all()) for g in alpha_grads)
+        stats = self.outer_optimizer.step(self, batch) if alpha_finite else {"rejected": 1.0}
+        if alpha_grads:
+            stats["time/meta_gradient"] = stats.get("time/meta_gradient", 0.0) + alpha_seconds
         timings = {**batch.timings,
                    **{k.removeprefix("time/"): stats.pop(k) for k in list(stats) if k.startswith("time/")}}
         rejected = bool(stats.pop("rejected", 0.0))
-        if not all(bool(torch.isfinite(p).all()) for p in self._trainable()):
+        alpha_state = None
+        if alpha_grads and alpha_finite and self._all_finite():
+            alpha_state = copy.deepcopy(self.alpha_optim.state_dict())
+            for p, g in zip(self._alpha_params(), alpha_grads, strict=True):
+                p.grad = g.detach().clone()
+            self.alpha_optim.step()
+            self.alpha_optim.zero_grad(set_to_none=True)
+            stats["alpha_grad_norm"] = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g) for g in alpha_grads])).item()
+        if not self._all_finite():
             rejected = True
+            stats.pop("alpha_grad_norm", None)
             with torch.no_grad():
                 for p, old in zip(self._trainable(), before, strict=True):
                     p.copy_(old)
+            if alpha_state is not None:
+                self.alpha_optim.load_state_dict(alpha_state)
+        if self.alpha_optim is not None:  # PPO's backward passes also reach α
+            self.alpha_optim.zero_grad(set_to_none=True)
         return stats, timings, rejected
+
+    def _all_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self._trainable())
 
     def train_step(self) -> dict[str, Any]:
         """One meta-iteration: sample tasks, build the meta-objective, let the outer optimiser update θ, α.
@@ -292,8 +368,9 @@ class MetaSGD:
                                     self.task_chunk_size)
         stats, timings, rejected = self.outer_update(batch)
         if rejected:
+            unchanged = "θ is unchanged; α took its own step" if "alpha_grad_norm" in stats else "θ and α are unchanged"
             warnings.warn(f"iteration {self.iteration + 1}: the {self.outer} update was rejected (non-finite "
-                          "values or no acceptable step); θ and α are unchanged", RuntimeWarning, stacklevel=2)
+                          f"values or no acceptable step); {unchanged}", RuntimeWarning, stacklevel=2)
         self.iteration += 1
         return {
             "iteration": self.iteration,
@@ -356,12 +433,18 @@ class MetaSGD:
             "policy": self.policy.state_dict(),
             "step_sizes": self.step_sizes.state_dict(),
             "outer": self.outer_optimizer.state_dict(),
+            **({"alpha_optimizer": self.alpha_optim.state_dict()} if self.alpha_optim is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.step_sizes.load_state_dict(state["step_sizes"])
         self.outer_optimizer.load_state_dict(state["outer"])
+        if self.alpha_optim is not None:
+            if "alpha_optimizer" not in state:
+                raise ValueError("the checkpoint has no state of α's optimiser: it was trained with "
+                                 "alpha_optimizer='joint'")
+            self.alpha_optim.load_state_dict(state["alpha_optimizer"])
         self.iteration = int(state["iteration"])
         self._meta_loss_calls = int(state["meta_loss_calls"])
 
@@ -381,7 +464,11 @@ class MetaSGD:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a metasgd-rl checkpoint (format {CHECKPOINT_FORMAT})")
-        config = {**json.loads(state["config"]), **overrides}
+        saved = json.loads(state["config"])
+        for key, value in _LEGACY_SETTINGS.items():  # checkpoints from before these settings existed
+            saved.setdefault(key, value)
+        saved["policy_kwargs"] = {**_LEGACY_POLICY_KWARGS, **saved.get("policy_kwargs", {})}
+        config = {**saved, **overrides}
         saved_class = {"MetaSGD": MetaSGD, "MAML": MAML}.get(state["class"], cls)
         if family is not None:
             config["family"] = family
@@ -389,8 +476,8 @@ class MetaSGD:
         elif config["family"] is None:
             raise ValueError(f"{path} was saved with an unregistered family: pass family=... to load it")
         if saved_class is MAML:
-            config.pop("alpha_granularity", None)
-            config.pop("learn_alpha", None)
+            for key in MAML.FIXED:
+                config.pop(key, None)
         model = saved_class(**config)
         model.load_state_dict(state)
         return model
@@ -430,9 +517,13 @@ class MetaSGD:
 class MAML(MetaSGD):
     """MAML (Finn et al. 2017): the same model with one fixed scalar step size α."""
 
+    #: the constructor arguments MAML fixes (one untrained scalar α, stored as itself)
+    FIXED: dict[str, Any] = dict(alpha_granularity="scalar", learn_alpha=False, alpha_parameterization="linear",
+                                 alpha_optimizer="joint", alpha_lr=1e-3)
+
     def __init__(self, family: str | TaskFamily = "Navigation2D-v0", **kwargs: Any):
-        for key, fixed in (("alpha_granularity", "scalar"), ("learn_alpha", False)):
+        for key, fixed in self.FIXED.items():
             if key in kwargs and kwargs[key] != fixed:
                 raise ValueError(f"MAML uses a fixed scalar α: {key}={kwargs[key]!r} is not allowed; use MetaSGD")
-        kwargs.update(alpha_granularity="scalar", learn_alpha=False)
+        kwargs.update(self.FIXED)
         super().__init__(family, **kwargs)

@@ -160,7 +160,7 @@ class AdaptationJacobian:
         self.model, self.step_sizes = model, model.step_sizes
         self.theta = list(model.policy.adaptable_parameters().values())
         self.names = list(model.policy.adaptable_parameters())
-        self.alpha_keys = list(self.step_sizes.alphas) if model.learn_alpha else []
+        self.alpha_keys = list(self.step_sizes.alphas) if model.alpha_in_outer else []
         self.num_tasks = batch.num_tasks
         self.points: list[dict[str, torch.Tensor]] = []  # θ_k as leaves (for the Hessian products)
         self.inner_grads: list[dict[str, torch.Tensor]] = []  # g_k with graph to θ_k (subsample)
@@ -186,8 +186,14 @@ class AdaptationJacobian:
                                   allow_unused=True, materialize_grads=True)
         return dict(zip(self.names, out, strict=True))
 
+    def _alpha_point(self) -> dict[str, torch.Tensor]:
+        return {key: self.step_sizes.alphas[key].detach() for key in self.alpha_keys}
+
     def _alpha_directions(self, k: int, alpha_parts: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.step_sizes.for_step(k, alphas=alpha_parts)
+        """The change of step k's α along ``alpha_parts`` (a direction in the stored tensors' space)."""
+        _, tangent = torch.func.jvp(lambda stored: self.step_sizes.for_step(k, alphas=stored), (self._alpha_point(),),
+                                    (dict(alpha_parts),))
+        return tangent
 
     def jvp(self, v_parts: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """J v for v given as one tensor per trainable parameter (θ tensors, then α tensors)."""
@@ -214,7 +220,7 @@ class AdaptationJacobian:
         alpha_grads = {key: torch.zeros_like(self.step_sizes.alphas[key]) for key in self.alpha_keys}
         for k in reversed(range(len(self.points))):
             if self.alpha_keys:
-                leaves = {key: torch.zeros_like(a, requires_grad=True) for key, a in alpha_grads.items()}
+                leaves = {key: a.clone().requires_grad_() for key, a in self._alpha_point().items()}
                 out = self.step_sizes.for_step(k, alphas=leaves)
                 cots = [(-cotangent[n] * self.grad_values[k][n]).sum_to_size(out[n].shape) for n in self.names]
                 grads = torch.autograd.grad([out[n] for n in self.names], list(leaves.values()), grad_outputs=cots,

@@ -39,6 +39,9 @@ _INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "leaky_relu": lambda x: F.leaky_relu(x, inplace=True),
 }
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+#: weight initialisations of the MLP layers: PyTorch's ``nn.Linear`` default, or Glorot/Xavier uniform weights
+#: with zero biases as in MAML-RL (tristandeleu/pytorch-maml-rl)
+INITS = ("default", "xavier")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -60,7 +63,13 @@ def _task_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class MLPPolicy(nn.Module):
-    """Shared MLP trunk; subclasses turn its output into an action distribution."""
+    """Shared MLP trunk; subclasses turn its output into an action distribution.
+
+    ``init`` chooses the layers' initialisation (:data:`INITS`); the output layer's weights are then multiplied
+    by ``output_init_scale`` and its bias is zero. A small scale (the default 0.01) starts the policy near its
+    prior (mean action ≈ 0), but it also scales every hidden layer's inner-loop gradient by the same factor,
+    which is what the hidden layers' step sizes α learn from.
+    """
 
     def __init__(
         self,
@@ -69,8 +78,16 @@ class MLPPolicy(nn.Module):
         hidden_sizes: Sequence[int] = (100, 100),
         activation: str = "relu",
         generator: torch.Generator | None = None,
+        init: str = "default",
+        output_init_scale: float = 0.01,
     ):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init={init!r} is not allowed; use one of {list(INITS)}")
+        if isinstance(output_init_scale, bool) or not isinstance(output_init_scale, numbers.Real) or not (
+            math.isfinite(output_init_scale) and output_init_scale > 0
+        ):
+            raise ValueError(f"output_init_scale={output_init_scale!r} is not allowed; use a positive finite number")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation={activation!r} is not allowed; use one of {sorted(ACTIVATIONS)}")
         if isinstance(hidden_sizes, (str, bytes)) or not isinstance(hidden_sizes, Sequence) or any(
@@ -82,16 +99,21 @@ class MLPPolicy(nn.Module):
         hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.obs_dim, self.out_dim = int(obs_dim), int(out_dim)
         self.hidden_sizes, self.activation = hidden_sizes, activation
+        self.init, self.output_init_scale = init, float(output_init_scale)
         self._names: tuple[str, ...] | None = None
         sizes = (self.obs_dim, *hidden_sizes, self.out_dim)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         with torch.no_grad():
             for i, layer in enumerate(self.layers):
-                bound = 1.0 / math.sqrt(layer.in_features)
-                nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
-                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
-                if i == len(self.layers) - 1:  # small outputs: the initial policy is near its prior
-                    layer.weight.mul_(0.01)
+                if init == "xavier":
+                    nn.init.xavier_uniform_(layer.weight, generator=generator)
+                    layer.bias.zero_()
+                else:  # nn.Linear's own initialisation, drawn from ``generator``
+                    bound = 1.0 / math.sqrt(layer.in_features)
+                    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+                    nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+                if i == len(self.layers) - 1:
+                    layer.weight.mul_(self.output_init_scale)
                     layer.bias.zero_()
 
     def adaptable_parameters(self) -> Params:
@@ -163,8 +185,10 @@ class GaussianMLPPolicy(MLPPolicy):
         init_std: float = 1.0,
         learn_std: bool = True,
         generator: torch.Generator | None = None,
+        init: str = "default",
+        output_init_scale: float = 0.01,
     ):
-        super().__init__(obs_dim, act_dim, hidden_sizes, activation, generator)
+        super().__init__(obs_dim, act_dim, hidden_sizes, activation, generator, init, output_init_scale)
         if not (math.isfinite(init_std) and init_std > 0):
             raise ValueError(f"init_std must be a positive finite number, got {init_std}")
         log_std = torch.full((act_dim,), math.log(init_std))
@@ -264,8 +288,10 @@ class CategoricalMLPPolicy(MLPPolicy):
         hidden_sizes: Sequence[int] = (100, 100),
         activation: str = "relu",
         generator: torch.Generator | None = None,
+        init: str = "default",
+        output_init_scale: float = 0.01,
     ):
-        super().__init__(obs_dim, n_actions, hidden_sizes, activation, generator)
+        super().__init__(obs_dim, n_actions, hidden_sizes, activation, generator, init, output_init_scale)
         self.n_actions = int(n_actions)
 
     def distribution_params(
@@ -359,6 +385,8 @@ def make_policy(
     init_std: float = 1.0,
     learn_std: bool = True,
     generator: torch.Generator | None = None,
+    init: str = "default",
+    output_init_scale: float = 0.01,
 ) -> Policy:
     """The policy class that fits the action space: Gaussian for ``Box``, categorical for ``Discrete``."""
     if isinstance(observation_space, gym.spaces.Discrete):
@@ -369,10 +397,12 @@ def make_policy(
         raise ValueError(f"observation space {observation_space} is not supported: use a 1-D Box or Discrete")
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
         return GaussianMLPPolicy(
-            obs_dim, int(action_space.shape[0]), hidden_sizes, activation, init_std, learn_std, generator
+            obs_dim, int(action_space.shape[0]), hidden_sizes, activation, init_std, learn_std, generator, init,
+            output_init_scale,
         )
     if isinstance(action_space, gym.spaces.Discrete):
         if int(action_space.start) != 0:
             raise ValueError(f"Discrete action spaces must start at 0, got {action_space}")
-        return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden_sizes, activation, generator)
+        return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden_sizes, activation, generator, init,
+                                    output_init_scale)
     raise ValueError(f"action space {action_space} is not supported: use a 1-D Box or Discrete")

@@ -17,6 +17,8 @@ What it draws:
 - meta-training learning curves from each run's ``metrics.csv``: pre- and post-adaptation return on the
   training tasks vs iteration, and the held-out evaluation columns (``eval/*``) where logged
   (``learning_curves.png``);
+- for each model: the α probe (:mod:`metasgd_rl.probe`: the return after one step with the learned α, with
+  the hidden layers' α reset to α_init and set to 0);
 - for each Meta-SGD model with learned α: per tensor, a histogram of α's values, the fraction of negative
   entries, the mean and the mean |α − α_init| (``alpha-<method>.png`` and a table); a model with a fixed α
   (MAML) gets a sentence saying so instead;
@@ -49,6 +51,7 @@ from metasgd_rl.evaluation import (
     seed_from_json,
 )
 from metasgd_rl.io import atomic_write_bytes, atomic_write_text
+from metasgd_rl.probe import alpha_probe, hidden_layer_names
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -312,16 +315,17 @@ def learning_table(metrics: Mapping[str, Mapping[str, np.ndarray]]) -> str:
 
 
 def alpha_values(model: MetaSGD) -> dict[str, np.ndarray]:
-    """α's stored values per parameter tensor, ``[num_steps, ...]``; a scalar α shared by all is ``"all"``.
+    """α's values per parameter tensor, ``[num_steps, ...]``; a scalar α shared by all is ``"all"``.
 
     With ``alpha_granularity="tensor"`` each tensor has one value per step, ``"element"`` one per entry of θ.
     """
     sizes = model.step_sizes
     names = ["all"] if sizes.granularity == "scalar" else list(sizes.names)
+    values = sizes.values()  # α itself, also under alpha_parameterization="log"
     out = {}
     for name in names:
         key = "all" if name == "all" else name.replace(".", "__")
-        out[name] = sizes.alphas[key].detach().cpu().double().numpy()
+        out[name] = values[key].detach().cpu().double().numpy()
     return out
 
 
@@ -344,6 +348,18 @@ def alpha_statistics(model: MetaSGD) -> list[dict[str, Any]]:
                 "negative": float((v < 0).mean()), "mean_abs_change": float(np.abs(v - alpha_init).mean()),
             })
     return stats
+
+
+def _probe_lines(model: MetaSGD, result: AdaptationResult) -> list[str]:
+    """The α probe on ``result``'s tasks, episodes and seed, as report lines (none without hidden layers)."""
+    if not hidden_layer_names(model):
+        return []
+    seed = seed_from_json(result.seed)
+    probe = alpha_probe(model, episodes=result.episodes or model.episodes_per_task, split=result.split,
+                        seed=0 if seed is None else seed, tasks=result.tasks)
+    return ["Does the adaptation use the hidden layers' α? The return after one step on the same tasks and "
+            "episodes with the learned α, with the hidden layers' α reset to α_init, and with them set to 0 "
+            "(mean over tasks ± 95% t-interval; the differences are paired over tasks):", "", probe.table(), ""]
 
 
 def alpha_is_fixed(model: MetaSGD) -> bool:
@@ -543,6 +559,7 @@ def write_report(
         for name, model in models.items():
             alpha_init = float(model.config["alpha_init"])
             md += [f"### {name}", ""]
+            md += _probe_lines(model, results.get(name, first))
             if alpha_is_fixed(model):
                 values = sorted({round(float(v), 6) for a in alpha_values(model).values() for v in a.ravel()})
                 md += [f"{type(model).__name__}: α is fixed, not learned ({model.step_sizes.granularity} α = "

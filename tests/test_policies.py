@@ -441,3 +441,52 @@ def test_the_rollout_action_sampler_with_shared_theta(make):
     obs = torch.randn(T, 50, OBS_DIM, generator=gen(2))
     noise = policy.draw_noise((T, 50), gen(7))
     assert torch.equal(policy.action_sampler()(obs, noise), policy.sample(obs, noise=noise).detach())
+
+
+# -- initialisation ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [gaussian, categorical])
+def test_xavier_init_draws_glorot_weights_and_zero_biases(make):
+    policy = make(init="xavier", output_init_scale=1.0, hidden_sizes=(64, 32))
+    for layer in policy.layers:
+        bound = math.sqrt(6.0 / (layer.in_features + layer.out_features))
+        w = layer.weight.detach()
+        assert w.abs().max() <= bound and w.abs().max() > 0.8 * bound  # uniform over the whole interval
+        assert torch.equal(layer.bias.detach(), torch.zeros_like(layer.bias))
+
+
+@pytest.mark.parametrize("init", ["default", "xavier"])
+def test_output_init_scale_scales_only_the_output_weights(init):
+    small = gaussian(init=init, output_init_scale=0.01)
+    full = gaussian(init=init, output_init_scale=1.0)
+    *hidden_small, out_small = small.layers
+    *hidden_full, out_full = full.layers
+    for a, b in zip(hidden_small, hidden_full, strict=True):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    torch.testing.assert_close(out_small.weight, 0.01 * out_full.weight)
+    assert not out_small.bias.any() and not out_full.bias.any()
+
+
+def test_the_default_init_is_unchanged():
+    """init="default", output_init_scale=0.01 is what every earlier run and checkpoint was trained from."""
+    policy = gaussian()
+    reference = torch.nn.Linear(6, ACT_DIM)
+    g = gen(0)
+    for layer in policy.layers[:-1]:  # the same draws, in the same order, from the same generator
+        w, b = torch.empty_like(layer.weight), torch.empty_like(layer.bias)
+        torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g)
+        torch.nn.init.uniform_(b, -1 / math.sqrt(layer.in_features), 1 / math.sqrt(layer.in_features), generator=g)
+        assert torch.equal(layer.weight, w) and torch.equal(layer.bias, b)
+    torch.nn.init.kaiming_uniform_(reference.weight, a=math.sqrt(5), generator=g)
+    torch.testing.assert_close(policy.layers[-1].weight, 0.01 * reference.weight)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(init="he"), "init='he' is not allowed; use one of \\['default', 'xavier'\\]"),
+    (dict(output_init_scale=0.0), "output_init_scale=0.0 is not allowed"),
+    (dict(output_init_scale=float("nan")), "output_init_scale=nan is not allowed"),
+])
+def test_bad_init_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gaussian(**kwargs)
