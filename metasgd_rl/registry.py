@@ -9,6 +9,7 @@ their modules are imported only when a family is made, so one broken plugin does
 from __future__ import annotations
 
 import importlib
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class UnknownTaskFamilyError(KeyError):
 
 _REGISTRY: dict[str, FamilySpec] = {}
 _PLUGINS_LOADED = False
+_PLUGINS_LOCK = threading.RLock()
 
 
 def _target_name(entry_point: EntryPoint) -> str:
@@ -129,17 +131,21 @@ def _validated(spec: FamilySpec) -> FamilySpec:
 
 
 def _load_plugins() -> None:
-    """Merge the entry points of installed packages into the registry (once)."""
+    """Merge the entry points of installed packages into the registry (once; thread-safe: a thread that asks
+    while another is loading waits for the whole registry instead of seeing part of it)."""
     global _PLUGINS_LOADED
     if _PLUGINS_LOADED:
         return
-    _PLUGINS_LOADED = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        spec = FamilySpec(ep.name, ep.value, {}, source=f"entry point of {ep.dist.name if ep.dist else '?'}")
-        try:
-            _add(spec)
-        except ValueError as err:
-            warnings.warn(f"ignoring conflicting entry point: {err}", stacklevel=2)
+    with _PLUGINS_LOCK:
+        if _PLUGINS_LOADED:
+            return
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            spec = FamilySpec(ep.name, ep.value, {}, source=f"entry point of {ep.dist.name if ep.dist else '?'}")
+            try:
+                _add(spec)
+            except ValueError as err:
+                warnings.warn(f"ignoring conflicting entry point: {err}", stacklevel=2)
+        _PLUGINS_LOADED = True
 
 
 def list_task_families() -> list[str]:

@@ -221,11 +221,12 @@ def test_an_error_in_the_environment_is_raised_as_itself(local_ray):
         sampler.close()
 
 
-def test_a_run_resumed_on_ray_equals_the_uninterrupted_local_run(local_ray, tmp_path):
+@pytest.mark.parametrize("alpha", [{}, {"alpha_optimizer": "adam", "alpha_parameterization": "log"}])
+def test_a_run_resumed_on_ray_equals_the_uninterrupted_local_run(local_ray, tmp_path, alpha):
     from metasgd_rl.run import Run
     from tests.tiny_config import metrics_rows
 
-    config = {**TINY, "family": "Navigation2D-RandomStart-v0", "iterations": 2, "checkpoint_every": 1}
+    config = {**TINY, "family": "Navigation2D-RandomStart-v0", "iterations": 2, "checkpoint_every": 1, **alpha}
     Run.create(resolve_config({**config, "run_dir": str(tmp_path / "local")})).train()
     Run.create(resolve_config({**config, "iterations": 1, "run_dir": str(tmp_path / "mixed")})).train()
     resumed = Run.resume(tmp_path / "mixed", ["iterations=2", "sampler=ray", "ray_workers=2"])
