@@ -41,9 +41,22 @@ DEFAULT_POLICY_KWARGS: dict[str, Any] = dict(
 #: how α is trained: ``"joint"`` in one vector with θ by the outer optimiser, or by its own Adam (``alpha_lr``)
 ALPHA_OPTIMIZERS = ("joint", "adam")
 ALPHA_ADAM_EPS = 1e-20
-#: what a checkpoint saved before these settings existed was trained with
+#: what a run or checkpoint from before these settings existed was trained with
 _LEGACY_SETTINGS = dict(alpha_parameterization="linear", alpha_optimizer="joint")
 _LEGACY_POLICY_KWARGS = dict(init="default", output_init_scale=0.01)
+
+
+def with_legacy_defaults(config: Mapping[str, Any], alpha: bool = True) -> dict[str, Any]:
+    """``config`` (a checkpoint's or a run's) completed with what runs from before α's optimiser,
+    parameterisation and the policy's initialisation were settings used: α trained jointly with θ, stored as
+    itself, PyTorch's initialisation with the output layer at ×0.01. ``alpha=False`` (MAML) adds no α keys."""
+    out = dict(config)
+    if alpha:
+        for key, value in _LEGACY_SETTINGS.items():
+            out.setdefault(key, value)
+    if "policy_kwargs" in out or alpha:
+        out["policy_kwargs"] = {**_LEGACY_POLICY_KWARGS, **dict(out.get("policy_kwargs") or {})}
+    return out
 
 # Streams of the seed tree (spawn keys under the model's seed).
 _POLICY_INIT, _TRAIN_TASKS, _TRAIN_ROLLOUTS, _META_LOSS, _ADAPT = range(5)
@@ -119,7 +132,7 @@ class MetaSGD:
         alpha_granularity: str = "element",
         alpha_per_step: bool = False,
         alpha_parameterization: str = "linear",
-        alpha_optimizer: str = "joint",
+        alpha_optimizer: str = "adam",
         alpha_lr: float = 1e-3,
         learn_alpha: bool = True,
         first_order: bool = False,
@@ -171,9 +184,6 @@ class MetaSGD:
         if isinstance(alpha_lr, bool) or not isinstance(alpha_lr, (int, float)) or not (
                 np.isfinite(alpha_lr) and alpha_lr > 0):
             raise ValueError(f"alpha_lr={alpha_lr!r} is not allowed; use a positive finite number")
-        if self.alpha_optimizer != "joint" and not self.learn_alpha:
-            raise ValueError(f"alpha_optimizer={alpha_optimizer!r} trains α, but learn_alpha=False; use "
-                             "alpha_optimizer='joint' or learn_alpha=True")
         self._init_args = dict(
             alpha_init=float(alpha_init), alpha_granularity=alpha_granularity, alpha_per_step=bool(alpha_per_step),
             alpha_parameterization=alpha_parameterization, alpha_optimizer=self.alpha_optimizer,
@@ -464,11 +474,7 @@ class MetaSGD:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a metasgd-rl checkpoint (format {CHECKPOINT_FORMAT})")
-        saved = json.loads(state["config"])
-        for key, value in _LEGACY_SETTINGS.items():  # checkpoints from before these settings existed
-            saved.setdefault(key, value)
-        saved["policy_kwargs"] = {**_LEGACY_POLICY_KWARGS, **saved.get("policy_kwargs", {})}
-        config = {**saved, **overrides}
+        config = {**with_legacy_defaults(json.loads(state["config"])), **overrides}
         saved_class = {"MetaSGD": MetaSGD, "MAML": MAML}.get(state["class"], cls)
         if family is not None:
             config["family"] = family

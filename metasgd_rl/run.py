@@ -45,7 +45,7 @@ from metasgd_rl.config import (
 )
 from metasgd_rl.evaluation import evaluate_adaptation
 from metasgd_rl.io import atomic_write_text, fsync_path
-from metasgd_rl.model import MetaSGD
+from metasgd_rl.model import MetaSGD, with_legacy_defaults
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -243,7 +243,8 @@ class Run:
         if not config_file.is_file():
             raise ConfigError(f"--resume {str(directory)!r} is not allowed: it has no {CONFIG_FILE}; use a run "
                               "directory written by 'metasgd-rl train'")
-        saved = resolve_config(read_yaml_file(config_file))
+        raw = read_yaml_file(config_file)
+        saved = resolve_config(with_legacy_defaults(raw, alpha=raw.get("algo", "metasgd") != "maml"))
         config = _resume_config(saved, directory, list(sets), config_path)
         has_checkpoint = (directory / CHECKPOINT_FILE).is_file()
         model = _load_checkpoint(directory / CHECKPOINT_FILE, config) if has_checkpoint else build_model(config)

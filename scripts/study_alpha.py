@@ -2,7 +2,7 @@
 
     python scripts/study_alpha.py select                 # α-training variants on validation tasks, 3 seeds
     python scripts/study_alpha.py main --metasgd adam-log   # the chosen variant vs MAML on held-out tasks
-    python scripts/study_alpha.py main --settings HalfCheetahVel-v0 HalfCheetahDir-v0 --iterations 30 \\
+    python scripts/study_alpha.py main --settings HalfCheetahVel-v0 HalfCheetahDir-v0 \\
         --seeds 0 1 2 3 4 --baseline-seeds 0 --metasgd adam-log
 
 Both phases train every (setting, method, seed) with ``metasgd-rl train`` on a config built from
@@ -48,7 +48,7 @@ import metasgd_rl as msr  # noqa: E402
 from metasgd_rl.baselines import pretrain_multitask, random_init  # noqa: E402
 from metasgd_rl.config import MAML_FIXED, read_yaml_file, resolve_config, yaml_dump  # noqa: E402
 from metasgd_rl.io import atomic_write_text  # noqa: E402
-from metasgd_rl.model import _LEGACY_POLICY_KWARGS as LEGACY_POLICY_KWARGS  # noqa: E402
+from metasgd_rl.model import with_legacy_defaults  # noqa: E402
 from metasgd_rl.report import alpha_statistics, read_metrics, save_png  # noqa: E402
 from metasgd_rl.stats import mean_ci95, welch_test  # noqa: E402
 
@@ -81,15 +81,15 @@ SETTINGS: dict[str, Setting] = {
     "Navigation2D-RandomStart-v0-2steps": Setting(
         "navigation2d", {"family": "Navigation2D-RandomStart-v0", "inner_steps": 2}, 100,
         metasgd_sets={"alpha_per_step": True}),
-    "HalfCheetahVel-v0": Setting("halfcheetah-vel", _CHEETAH, 30, eval_tasks=20, eval_episodes=10, eval_steps=2,
+    "HalfCheetahVel-v0": Setting("halfcheetah-vel", _CHEETAH, 40, eval_tasks=20, eval_episodes=10, eval_steps=2,
                                  locomotion=True),
-    "HalfCheetahDir-v0": Setting("halfcheetah-dir", _CHEETAH, 30, eval_tasks=20, eval_episodes=10, eval_steps=2,
+    "HalfCheetahDir-v0": Setting("halfcheetah-dir", _CHEETAH, 40, eval_tasks=20, eval_episodes=10, eval_steps=2,
                                  locomotion=True),
 }
 #: the methods: MAML, and Meta-SGD with each way of training α (config overrides)
 METHODS: dict[str, dict[str, Any]] = {
     "maml": {"algo": "maml"},
-    "joint": {},  # α in TRPO's vector with θ (the earlier default)
+    "joint": {"alpha_optimizer": "joint"},  # α in TRPO's vector with θ (the earlier default)
     "adam": {"alpha_optimizer": "adam", "alpha_lr": 1e-3},
     "adam-log": {"alpha_optimizer": "adam", "alpha_parameterization": "log", "alpha_lr": 1e-2},
     "adam-log-xavier": {"alpha_optimizer": "adam", "alpha_parameterization": "log", "alpha_lr": 1e-2,
@@ -138,7 +138,7 @@ def train(out: Path, name: str, method: str, seed: int, iterations: int) -> floa
     wanted = resolve_config({**run_config(SETTINGS[name], method, seed, iterations), "run_dir": str(directory)})
     if (directory / "final.pt").exists():
         have = read_yaml_file(directory / "config.yaml")
-        have["policy_kwargs"] = {**LEGACY_POLICY_KWARGS, **have["policy_kwargs"]}  # runs from before init keys
+        have = with_legacy_defaults(have, alpha=have["algo"] != "maml")  # runs from before these settings
         if _semantic(have) != _semantic(wanted):
             diff = sorted(k for k in _semantic(wanted) if have.get(k) != wanted[k])
             raise SystemExit(f"{directory} was trained with another config ({', '.join(diff)}); use another --out")
@@ -311,7 +311,8 @@ def study(args: argparse.Namespace) -> None:
         resolved = resolve_config(run_config(setting, "maml", 0, 1))
         family = msr.make_task_family(resolved["family"], **resolved["family_kwargs"])
         tasks[name] = family.sample_tasks(setting.eval_tasks, np.random.default_rng(eval_seed), split=split)
-        all_methods = methods + ([*BASELINES] if setting.locomotion and args.phase == "main" else [])
+        with_baselines = setting.locomotion and args.phase == "main" and args.baseline_seeds
+        all_methods = methods + ([*BASELINES] if with_baselines else [])
         scores[name], curves[name], seconds[name] = {}, {}, {}
         for method in all_methods:
             seeds = args.baseline_seeds if method in BASELINES else args.seeds
@@ -360,7 +361,8 @@ def main() -> None:
     parser.add_argument("--metasgd", choices=[m for m in METHODS if not m.startswith("maml")], default="adam-log",
                         help="the Meta-SGD variant of the main phase (the one select chose)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2 (select), 0..4 (main)")
-    parser.add_argument("--baseline-seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--baseline-seeds", nargs="*", type=int, default=[0],
+                        help="seeds of the locomotion baselines (none: leave them out)")
     parser.add_argument("--iterations", type=int, default=None, help="default: the setting's")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--eval-seed", type=int, default=None, help="default: 7 (select), 2026 (main)")

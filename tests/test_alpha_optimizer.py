@@ -19,7 +19,7 @@ from tests.test_meta_gradients import EpisodeBatch, finite_difference_check, rec
 from tests.tiny_config import TINY, assert_same_state, load_state, metrics_rows
 
 VARIANTS = [dict(alpha_optimizer="adam"), dict(alpha_optimizer="adam", alpha_parameterization="log"),
-            dict(alpha_parameterization="log")]
+            dict(alpha_optimizer="joint", alpha_parameterization="log")]
 
 
 def applied_alpha_gradients(model: MetaSGD, batch) -> dict[str, torch.Tensor]:
@@ -135,7 +135,7 @@ def test_alpha_optimizer_moves_alpha_in_every_layer_under_trpo(parameterization)
 def test_joint_trpo_hardly_moves_the_hidden_alpha():
     """The failure α's own optimiser fixes: in TRPO's joint vector the hidden layers' α barely move."""
     model = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(16, 16)), meta_batch_size=4,
-                    episodes_per_task=4, outer="trpo", seed=0)
+                    episodes_per_task=4, outer="trpo", alpha_optimizer="joint", seed=0)
     before = {k: a.detach().clone() for k, a in model.step_sizes.alphas.items()}
     assert not model.train_step()["update_rejected"]
     moved = {k: (a.detach() - before[k]).abs().mean().item() for k, a in model.step_sizes.alphas.items()}
@@ -161,8 +161,7 @@ def test_settings_are_validated_with_the_key_named():
         MetaSGD("Navigation2D-v0", alpha_optimizer="sgd")
     with pytest.raises(ValueError, match="alpha_lr=0 is not allowed"):
         MetaSGD("Navigation2D-v0", alpha_optimizer="adam", alpha_lr=0)
-    with pytest.raises(ValueError, match="learn_alpha=False"):
-        MetaSGD("Navigation2D-v0", alpha_optimizer="adam", learn_alpha=False)
+    assert MetaSGD("Navigation2D-v0", learn_alpha=False).alpha_optim is None  # a fixed α has nothing to train
     with pytest.raises(ValueError, match="MAML uses a fixed scalar α: alpha_optimizer='adam'"):
         MAML("Navigation2D-v0", alpha_optimizer="adam")
     with pytest.raises(ConfigError, match="alpha_parameterization"):
@@ -195,7 +194,7 @@ def test_save_and_load_keep_alpha_and_its_optimiser(tmp_path, variant):
 
 def test_a_checkpoint_from_before_these_settings_loads_as_it_was_trained(tmp_path):
     model = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(8,)), meta_batch_size=2,
-                    episodes_per_task=2)
+                    episodes_per_task=2, alpha_optimizer="joint")
     state = model.state_dict()
     config = json.loads(state["config"])
     for key in ("alpha_parameterization", "alpha_optimizer", "alpha_lr"):
@@ -210,7 +209,7 @@ def test_a_checkpoint_from_before_these_settings_loads_as_it_was_trained(tmp_pat
 
 
 def test_a_joint_checkpoint_is_refused_by_a_model_with_its_own_alpha_optimiser():
-    joint = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(8,)))
+    joint = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(8,)), alpha_optimizer="joint")
     separate = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(8,)), alpha_optimizer="adam")
     with pytest.raises(ValueError, match="no state of α's optimiser"):
         separate.load_state_dict(joint.state_dict())
@@ -230,3 +229,18 @@ def test_resume_with_alpha_optimiser_equals_the_uninterrupted_run(tmp_path, oute
     hidden = load_state(tmp_path / "a" / "final.pt")["step_sizes"]["alphas.layers__0__weight"]
     assert ((hidden - math.log(0.1)).abs() > 1e-3).float().mean() > 0.5  # the hidden layer's α moved
     assert np.isfinite(float(metrics_rows(tmp_path / "a")[-1]["outer/alpha_grad_norm"]))
+
+
+def test_a_run_directory_from_before_these_settings_resumes_as_it_was_trained(tmp_path):
+    config = {**TINY, "alpha_optimizer": "joint", "iterations": 1, "checkpoint_every": 1, "eval_every": 0}
+    Run.create(resolve_config({**config, "run_dir": str(tmp_path / "old")})).train()
+    config_file = tmp_path / "old" / "config.yaml"
+    text = "\n".join(line for line in config_file.read_text().splitlines()
+                     if not line.strip().startswith(("alpha_optimizer", "alpha_lr", "alpha_parameterization",
+                                                     "init:", "output_init_scale")))
+    config_file.write_text(text + "\n")
+    resumed = Run.resume(tmp_path / "old", ["iterations=2"])
+    assert resumed.model.alpha_optimizer == "joint" and resumed.model.alpha_optim is None
+    assert resumed.model.policy_kwargs["output_init_scale"] == 0.01
+    resumed.train()
+    assert resumed.model.iteration == 2

@@ -221,7 +221,7 @@ def test_an_error_in_the_environment_is_raised_as_itself(local_ray):
         sampler.close()
 
 
-@pytest.mark.parametrize("alpha", [{}, {"alpha_optimizer": "adam", "alpha_parameterization": "log"}])
+@pytest.mark.parametrize("alpha", [{"alpha_optimizer": "joint"}, {"alpha_parameterization": "log"}])
 def test_a_run_resumed_on_ray_equals_the_uninterrupted_local_run(local_ray, tmp_path, alpha):
     from metasgd_rl.run import Run
     from tests.tiny_config import metrics_rows
