@@ -15,14 +15,16 @@ from metasgd_rl.cli import main
 TINY = dict(policy_kwargs=dict(hidden_sizes=(8,)))
 
 
-@pytest.mark.parametrize("outer, stages", [
-    ("trpo", {"sampling", "adaptation", "objective", "meta_gradient", "conjugate_gradient", "line_search"}),
-    ("adam", {"sampling", "adaptation", "objective", "meta_gradient"}),
-    ("ppo", {"sampling", "adaptation", "objective", "epochs"}),
+@pytest.mark.parametrize("outer, alpha_optimizer, stages", [
+    ("trpo", "adam", {"sampling", "adaptation", "objective", "meta_gradient", "conjugate_gradient", "line_search"}),
+    ("adam", "adam", {"sampling", "adaptation", "objective", "meta_gradient"}),
+    ("ppo", "joint", {"sampling", "adaptation", "objective", "epochs"}),
+    # α's own optimiser needs the meta-gradient, which PPO's epochs alone do not compute
+    ("ppo", "adam", {"sampling", "adaptation", "objective", "meta_gradient", "epochs"}),
 ])
-def test_every_iteration_logs_its_stages_and_they_fit_in_the_total(outer, stages):
+def test_every_iteration_logs_its_stages_and_they_fit_in_the_total(outer, alpha_optimizer, stages):
     model = MetaSGD("MultiArmedBandit-v0", meta_batch_size=3, episodes_per_task=2, inner_steps=2, outer=outer,
-                    seed=0, **TINY)
+                    alpha_optimizer=alpha_optimizer, seed=0, **TINY)
     info = model.train_step()
     logged = {k.removeprefix("time/") for k in info if k.startswith("time/")}
     assert logged == stages
