@@ -269,7 +269,8 @@ def plot(path: Path, names: list[str], scores: dict, curves: dict) -> None:
             half = np.nan_to_num(np.array([mean_ci95(values[:, k])[1] for k in range(values.shape[1])]))
             ax.plot(range(len(mean)), mean, marker="o", label=LABELS.get(method, method))
             ax.fill_between(range(len(mean)), mean - half, mean + half, alpha=0.2)
-        ax.set(title=name, xlabel="inner steps on the evaluation task", ylabel="return")
+        ax.set(title=name, xlabel="inner steps on the evaluation task", ylabel="return",
+               xticks=range(SETTINGS[name].eval_steps + 1))
         ax.legend(fontsize="x-small")
         ax = axes[1, i]
         for method, runs in curves[name].items():
