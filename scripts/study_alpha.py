@@ -1,9 +1,12 @@
 """The α study: does Meta-SGD's learned α beat MAML's fixed step, and where?
 
-    python scripts/study_alpha.py select                 # α-training variants on validation tasks, 3 seeds
-    python scripts/study_alpha.py main --metasgd adam-log   # the chosen variant vs MAML on held-out tasks
-    python scripts/study_alpha.py main --settings HalfCheetahVel-v0 HalfCheetahDir-v0 \\
-        --seeds 0 1 2 3 4 --baseline-seeds 0 --metasgd adam-log
+    python scripts/study_alpha.py select            # α-training variants and inits on validation tasks, 3 seeds
+    python scripts/study_alpha.py main --metasgd adam --name main-navigation \
+        --settings Navigation2D-v0 Navigation2D-RandomStart-v0
+    python scripts/study_alpha.py main --metasgd adam --name main-navigation-2steps \
+        --settings Navigation2D-v0-2steps Navigation2D-RandomStart-v0-2steps
+    python scripts/study_alpha.py main --metasgd adam --name main-locomotion \
+        --settings HalfCheetahVel-v0 HalfCheetahDir-v0
 
 Both phases train every (setting, method, seed) with ``metasgd-rl train`` on a config built from
 ``configs/<setting's config>.yaml`` plus the setting's and the method's overrides, in ``--jobs`` processes of one
@@ -19,8 +22,8 @@ tasks ± a 95% t-interval over seeds), Welch's t-test against MAML over seeds, �
 (return after one step with the hidden layers' α reset to α_init / set to 0; ``metasgd_rl.probe``) and the wall
 time per run. Locomotion settings add the MAML paper's baselines, fine-tuned by vanilla policy gradient with
 step 0.1: "pretrained" (θ trained on the average pre-update return of training tasks for as many iterations,
-``--baseline-seeds``) and "random init". Writes ``results.md``, ``results.json``, ``adaptation.png`` and
-``learning_curves.png`` into ``--out``/PHASE.
+``--baseline-seeds``) and "random init". Writes ``results.md``, ``results.json`` and ``adaptation.png`` (adaptation
+curves above, learning curves below) into ``--out``/PHASE (or ``--out``/``--name``).
 """
 
 from __future__ import annotations
@@ -286,7 +289,7 @@ def plot(path: Path, names: list[str], scores: dict, curves: dict) -> None:
 
 def study(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    out_dir = args.out / args.phase
+    out_dir = args.out / (args.name or args.phase)
     split, eval_seed = ("train", args.eval_seed or 7) if args.phase == "select" else ("test", args.eval_seed or 2026)
     methods = args.methods or (["maml", "joint", "adam", "adam-log", "adam-log-xavier", "maml-xavier"]
                                if args.phase == "select" else ["maml", args.metasgd])
@@ -368,6 +371,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--eval-seed", type=int, default=None, help="default: 7 (select), 2026 (main)")
     parser.add_argument("--out", type=Path, default=Path("runs/alpha-study"))
+    parser.add_argument("--name", default=None, help="the report goes into --out/NAME (default: the phase)")
     parser.add_argument("--setting", choices=list(SETTINGS), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
