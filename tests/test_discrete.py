@@ -20,7 +20,7 @@ def test_arms_family_passes_the_check_and_holds_out_arms():
 def test_categorical_meta_sgd_learns_to_find_the_paying_arm():
     model = msr.MetaSGD(ArmsFamily(), policy_kwargs=dict(hidden_sizes=()), meta_batch_size=10,
                         episodes_per_task=20, baseline="none", alpha_init=0.5, outer="adam",
-                        outer_kwargs=dict(lr=0.05), seed=0)
+                        outer_kwargs=dict(lr=0.05), alpha_lr=0.05, seed=0)
     tasks = model.family.sample_tasks(40, np.random.default_rng(5), split="train")
     before = model.meta_objective(tasks, 1)
     model.learn(40, progress_bar=False)

@@ -237,7 +237,7 @@ def test_meta_sgd_learns_to_adapt_to_bandits():
     """Seeds 0, 1, 2 give post-adaptation returns 5.21 -> 6.59 / 6.52 / 6.38 (pre-adaptation ≈ 5.0 throughout)."""
     model = msr.MetaSGD(msr.make_task_family("MultiArmedBandit-v0"), policy_kwargs=dict(hidden_sizes=()),
                         meta_batch_size=10, episodes_per_task=20, alpha_init=0.5, outer="adam",
-                        outer_kwargs=dict(lr=0.1), seed=0)
+                        outer_kwargs=dict(lr=0.1), alpha_lr=0.1, seed=0)
     tasks = model.family.sample_tasks(40, np.random.default_rng(123), split="test")
     before = model.meta_objective(tasks, 1)
     model.learn(60, progress_bar=False)

@@ -13,8 +13,9 @@ from metasgd_rl.outer import TRPOOuter, conjugate_gradient, mean_kl
 
 
 def small_model(**kwargs) -> MetaSGD:
+    """α in the outer optimiser's vector (joint), so that its Fisher products and steps cover α too."""
     defaults = dict(policy_kwargs=dict(hidden_sizes=(8,), activation="tanh"), meta_batch_size=3,
-                    episodes_per_task=4, seed=1)
+                    episodes_per_task=4, alpha_optimizer="joint", seed=1)
     model = MetaSGD("Navigation2D-v0", **{**defaults, **kwargs})
     model.family.max_episode_steps = 15
     with torch.no_grad():  # non-uniform α, so that a mix-up between α entries shows
@@ -58,7 +59,8 @@ def test_trpo_step_respects_the_kl_bound_and_improves_the_surrogate(kwargs):
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(estimator="maml"), dict(estimator="dice", alpha_granularity="tensor"),
                                     dict(first_order=True), dict(alpha_granularity="scalar"),
-                                    dict(inner_steps=2, alpha_per_step=True), dict(learn_alpha=False)])
+                                    dict(inner_steps=2, alpha_per_step=True), dict(learn_alpha=False),
+                                    dict(alpha_parameterization="log"), dict(alpha_optimizer="adam")])
 def test_gauss_newton_fvp_equals_the_exact_kl_hessian_through_the_adaptation(kwargs):
     """At the current point the KL's gradient is 0, so its Hessian is exactly Jᵀ F' J."""
     model = small_model(**kwargs)
