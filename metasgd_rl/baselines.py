@@ -36,6 +36,8 @@ from metasgd_rl.sampler import EpisodeBatch
 from metasgd_rl.stats import t_ci95
 
 PRETRAIN_OUTERS = ("trpo", "adam")
+#: the settings a fine-tuning baseline copies from the model it is compared with, so that its inner step is the same
+FINE_TUNE_KEYS = ("policy_kwargs", "episodes_per_task", "baseline", "gamma", "gae_lambda", "normalize_advantages")
 PPO_MAX_N_STEPS = 2048  # SB3's default rollout length
 PPO_TARGET_BATCH = 64  # SB3's default minibatch size
 DEFAULT_PPO_POLICY_KWARGS: dict[str, Any] = dict(net_arch=dict(pi=[100, 100], vf=[100, 100]), activation_fn="relu")

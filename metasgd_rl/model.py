@@ -50,12 +50,8 @@ def with_legacy_defaults(config: Mapping[str, Any], alpha: bool = True) -> dict[
     """``config`` (a checkpoint's or a run's) completed with what runs from before α's optimiser,
     parameterisation and the policy's initialisation were settings used: α trained jointly with θ, stored as
     itself, PyTorch's initialisation with the output layer at ×0.01. ``alpha=False`` (MAML) adds no α keys."""
-    out = dict(config)
-    if alpha:
-        for key, value in _LEGACY_SETTINGS.items():
-            out.setdefault(key, value)
-    if "policy_kwargs" in out or alpha:
-        out["policy_kwargs"] = {**_LEGACY_POLICY_KWARGS, **dict(out.get("policy_kwargs") or {})}
+    out = {**(_LEGACY_SETTINGS if alpha else {}), **config}
+    out["policy_kwargs"] = {**_LEGACY_POLICY_KWARGS, **dict(out.get("policy_kwargs") or {})}
     return out
 
 # Streams of the seed tree (spawn keys under the model's seed).

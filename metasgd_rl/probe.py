@@ -25,7 +25,7 @@ import torch
 from metasgd_rl.evaluation import SeedLike, evaluate_adaptation, evaluation_tasks
 from metasgd_rl.family import Task
 from metasgd_rl.stats import t_ci95
-from metasgd_rl.step_sizes import StepSizes
+from metasgd_rl.step_sizes import StepSizes, alpha_key
 
 if TYPE_CHECKING:
     from metasgd_rl.model import MetaSGD
@@ -55,7 +55,7 @@ def _fixed_step_sizes(model: MetaSGD, replace: Mapping[str, float]) -> StepSizes
                 value = alpha[0].expand(sizes.shapes[name])
                 if name in replace:
                     value = torch.full_like(value, float(replace[name]))
-                fixed.alphas[name.replace(".", "__")][k].copy_(value)
+                fixed.alphas[alpha_key(name)][k].copy_(value)
     return fixed
 
 

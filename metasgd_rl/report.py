@@ -52,6 +52,7 @@ from metasgd_rl.evaluation import (
 )
 from metasgd_rl.io import atomic_write_bytes, atomic_write_text
 from metasgd_rl.probe import alpha_probe, hidden_layer_names
+from metasgd_rl.step_sizes import alpha_key
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -324,7 +325,7 @@ def alpha_values(model: MetaSGD) -> dict[str, np.ndarray]:
     values = sizes.values()  # α itself, also under alpha_parameterization="log"
     out = {}
     for name in names:
-        key = "all" if name == "all" else name.replace(".", "__")
+        key = "all" if name == "all" else alpha_key(name)
         out[name] = values[key].detach().cpu().double().numpy()
     return out
 

@@ -28,8 +28,9 @@ GRANULARITIES = ("element", "tensor", "scalar")
 PARAMETERIZATIONS = ("linear", "log")
 
 
-def _key(name: str) -> str:
-    return name.replace(".", "__")  # ParameterDict keys may not contain dots
+def alpha_key(name: str) -> str:
+    """The key of parameter ``name``'s α in :attr:`StepSizes.alphas` (ParameterDict keys may not contain dots)."""
+    return name.replace(".", "__")
 
 
 class StepSizes(nn.Module):
@@ -69,9 +70,9 @@ class StepSizes(nn.Module):
         if granularity == "scalar":
             tensors = {"all": torch.full(lead, stored)}
         elif granularity == "tensor":
-            tensors = {_key(n): torch.full(lead, stored) for n in self.names}
+            tensors = {alpha_key(n): torch.full(lead, stored) for n in self.names}
         else:
-            tensors = {_key(n): torch.full(lead + self.shapes[n], stored) for n in self.names}
+            tensors = {alpha_key(n): torch.full(lead + self.shapes[n], stored) for n in self.names}
         if self.learnable:
             self.alphas = nn.ParameterDict({k: nn.Parameter(v) for k, v in tensors.items()})
         else:
@@ -100,9 +101,9 @@ class StepSizes(nn.Module):
             if self.granularity == "scalar":
                 out[n] = stored["all"][k].reshape((1,) * (len(shape) + 1))
             elif self.granularity == "tensor":
-                out[n] = stored[_key(n)][k].reshape((1,) * (len(shape) + 1))
+                out[n] = stored[alpha_key(n)][k].reshape((1,) * (len(shape) + 1))
             else:
-                out[n] = stored[_key(n)][k].unsqueeze(0)
+                out[n] = stored[alpha_key(n)][k].unsqueeze(0)
         return out
 
     def summary(self) -> dict[str, float]:

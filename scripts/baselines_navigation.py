@@ -36,6 +36,7 @@ import torch
 
 import metasgd_rl as msr
 from metasgd_rl.baselines import (
+    FINE_TUNE_KEYS,
     adaptation_samples,
     budget_to_match,
     ppo_from_scratch,
@@ -45,8 +46,6 @@ from metasgd_rl.baselines import (
 from metasgd_rl.io import atomic_write_text
 from metasgd_rl.report import adaptation_table, write_report
 from metasgd_rl.stats import mean_ci95
-
-FINE_TUNE_KEYS = ("policy_kwargs", "episodes_per_task", "baseline", "gamma", "gae_lambda", "normalize_advantages")
 
 
 def cell(values: np.ndarray) -> str:

@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import metasgd_rl as msr  # noqa: E402
-from metasgd_rl.baselines import pretrain_multitask, random_init  # noqa: E402
+from metasgd_rl.baselines import FINE_TUNE_KEYS, pretrain_multitask, random_init  # noqa: E402
 from metasgd_rl.config import MAML_FIXED, read_yaml_file, resolve_config, yaml_dump  # noqa: E402
 from metasgd_rl.io import atomic_write_text  # noqa: E402
 from metasgd_rl.model import with_legacy_defaults  # noqa: E402
@@ -190,9 +190,7 @@ def pretrain_one(args: argparse.Namespace) -> None:
 
 
 def fine_tune_kwargs(config: dict[str, Any]) -> dict[str, Any]:
-    keys = ("family_kwargs", "policy_kwargs", "episodes_per_task", "baseline", "gamma", "gae_lambda",
-            "normalize_advantages")
-    return {k: config[k] for k in keys}
+    return {k: config[k] for k in ("family_kwargs", *FINE_TUNE_KEYS)}
 
 
 def load_model(out: Path, name: str, method: str, seed: int, iterations: int) -> msr.MetaSGD:
