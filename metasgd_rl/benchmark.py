@@ -165,15 +165,17 @@ def sampler_rate(family: Any, policy: Any, tasks: Sequence[Mapping[str, Any]], e
 
 def sampling_throughput(family_id: str, tasks: int, episodes: int, repeats: int = 3, horizon: int | None = None,
                         samplers: Sequence[str] = ("local",), ray_workers: int | None = None,
-                        threads: int = 1) -> dict[str, Any]:
+                        threads: int = 1, family_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Raw env steps/s and sampler steps/s (per sampler kind) on the same tasks, medians of ``repeats`` after a
-    warm-up rollout (which also builds the envs a sampler keeps)."""
+    warm-up rollout (which also builds the envs a sampler keeps). ``family_kwargs`` go to the family (e.g.
+    Meta-World ML1's ``env_name``); ``horizon`` overrides its ``max_episode_steps``."""
     from metasgd_rl.policies import make_policy
     from metasgd_rl.ray_sampler import make_sampler
     from metasgd_rl.registry import make_task_family
 
     torch.set_num_threads(int(threads))
-    family = make_task_family(family_id, **({"max_episode_steps": horizon} if horizon else {}))
+    family = make_task_family(family_id, **{**(family_kwargs or {}),
+                                            **({"max_episode_steps": horizon} if horizon else {})})
     task_list = family.sample_tasks(tasks, np.random.default_rng(0))
     policy = make_policy(family.observation_space, family.action_space, hidden_sizes=(100, 100),
                          generator=torch.Generator().manual_seed(0))

@@ -6,8 +6,12 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from metasgd_rl.allocator import reuse_freed_memory
+
+if TYPE_CHECKING:
+    from metasgd_rl.evaluation import AdaptationResult
 
 PROG = "metasgd-rl"
 EXIT_USAGE = 2
@@ -213,7 +217,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                                  split=args.split, seed=args.seed, method=label)
     print(f"{type(model).__name__} at iteration {model.iteration} ({args.checkpoint}) on {model.family.id}: "
           f"{args.tasks} {args.split} tasks, {episodes} episodes per step, seed {args.seed}")
-    print(format_table(result.mean(), result.ci95()))
+    print(format_table(result))
     if args.alpha_probe:
         from metasgd_rl.probe import alpha_probe, hidden_layer_names
 
@@ -247,17 +251,28 @@ def _compare(args: argparse.Namespace) -> int:
           f"episodes per step, seed {args.seed}")
     for name, result in results.items():
         print(f"\n{name}")
-        print(format_table(result.mean(), result.ci95()))
+        print(format_table(result))
     print(f"\n{PROG}: report written to {path}")
     return 0
 
 
-def format_table(means: Sequence[float], ci95: Sequence[float]) -> str:
-    """``step | mean return ± 95% CI``, one row per number of inner steps."""
-    lines = ["step | mean return ± 95% CI", "-----+---------------------"]
-    for k, (m, c) in enumerate(zip(means, ci95, strict=True)):
-        half = "n/a" if c != c else f"{c:.2f}"  # NaN with a single task
-        lines.append(f"{k:>4} | {m:>10.2f} ± {half}")
+def format_table(result: AdaptationResult) -> str:
+    """``step | mean return ± 95% CI``, one row per number of inner steps, with the success rate ± 95% CI beside
+    the return for a family with a success flag (Meta-World)."""
+    def cell(mean: float, ci: float, width: int, digits: int = 2) -> str:
+        half = "n/a" if ci != ci else f"{ci:.{digits}f}"  # NaN with a single task
+        return f"{mean:>{width}.{digits}f} ± {half}"
+
+    success = result.success_mean()
+    header, rule = "step | mean return ± 95% CI", "-----+---------------------"
+    if success is not None:
+        header, rule = header + " | success rate ± 95% CI", rule + "+-----------------------"
+    lines = [header, rule]
+    for k, (m, c) in enumerate(zip(result.mean(), result.ci95(), strict=True)):
+        row = f"{k:>4} | {cell(m, c, 10)}"
+        if success is not None:
+            row = f"{row:<27} | {cell(success[k], result.success_ci95()[k], 12)}"
+        lines.append(row)
     return "\n".join(lines)
 
 

@@ -107,6 +107,18 @@ class MetaBatch:
         return float(self.post_batch.mean_returns().mean())
 
     @property
+    def pre_success(self) -> float | None:
+        """Success rate of the pre-update episodes (None for a family without a success flag)."""
+        rates = self.pre_batches[0].success_rates()
+        return None if rates is None else float(rates.mean())
+
+    @property
+    def post_success(self) -> float | None:
+        """Success rate of the post-update episodes (None for a family without a success flag)."""
+        rates = self.post_batch.success_rates()
+        return None if rates is None else float(rates.mean())
+
+    @property
     def num_tasks(self) -> int:
         return self.post_batch.num_tasks
 

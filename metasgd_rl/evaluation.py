@@ -78,6 +78,10 @@ class AdaptationResult:
     evaluated elsewhere) may give ``returns`` only, or ``episode_returns`` only (``returns`` is then their
     mean). ``method`` labels the result in reports, ``seed`` (an int, or a SeedSequence as in
     :func:`seed_to_json`) is what the rollouts were drawn from, ``family`` the task family's registry id.
+
+    For a family with a success flag (:attr:`~metasgd_rl.TaskFamily.success_key`, e.g. Meta-World),
+    ``episode_success[i, k, e]`` is 1.0 if episode e of task i succeeded at any step and ``success[i, k]`` is the
+    fraction of task i's episodes that succeeded after k steps; both are None otherwise.
     """
 
     tasks: list[Task]
@@ -89,9 +93,12 @@ class AdaptationResult:
     method: str = ""
     family: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    success: np.ndarray | None = None  # [n_tasks, steps + 1]
+    episode_success: np.ndarray | None = None  # [n_tasks, steps + 1, episodes]
 
     def __post_init__(self) -> None:
         self.tasks = list(self.tasks)
+        self._check_success()
         if self.episode_returns is not None:
             self.episode_returns = np.asarray(self.episode_returns, dtype=np.float64)
             if self.episode_returns.ndim != 3 or self.episode_returns.shape[0] != len(self.tasks):
@@ -112,6 +119,24 @@ class AdaptationResult:
                              f"got {list(self.returns.shape)}")
         if not isinstance(self.seed, (dict, type(None))):
             self.seed = seed_to_json(self.seed)
+        if self.success is not None and self.success.shape != self.returns.shape:
+            raise ValueError(f"success must be shaped like returns {list(self.returns.shape)}, "
+                             f"got {list(self.success.shape)}")
+
+    def _check_success(self) -> None:
+        if self.episode_success is not None:
+            self.episode_success = np.asarray(self.episode_success, dtype=np.float64)
+            if self.episode_success.ndim != 3 or self.episode_success.shape[0] != len(self.tasks):
+                raise ValueError(f"episode_success must be shaped [n_tasks={len(self.tasks)}, steps + 1, episodes], "
+                                 f"got {list(self.episode_success.shape)}")
+            mean = self.episode_success.mean(axis=2)
+            if self.success is not None and not np.allclose(np.asarray(self.success, dtype=np.float64), mean):
+                raise ValueError("success must be the mean of episode_success over episodes")
+            self.success = mean
+        if self.success is not None:
+            self.success = np.asarray(self.success, dtype=np.float64)
+            if not np.all((self.success >= 0) & (self.success <= 1)):
+                raise ValueError("success rates must lie in [0, 1]")
 
     @property
     def steps(self) -> int:
@@ -133,6 +158,15 @@ class AdaptationResult:
         """
         return t_ci95(self.returns, axis=0)
 
+    def success_mean(self) -> np.ndarray | None:
+        """Mean success rate over tasks after 0..K steps, ``[steps + 1]`` (None without a success flag)."""
+        return None if self.success is None else self.success.mean(axis=0)
+
+    def success_ci95(self) -> np.ndarray | None:
+        """Half-width of the 95% confidence interval of :meth:`success_mean` over tasks (Student's t, as
+        :meth:`ci95`); None without a success flag."""
+        return None if self.success is None else t_ci95(self.success, axis=0)
+
     # -- JSON ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (non-finite numbers as null); :meth:`from_dict` rebuilds the result.
@@ -152,6 +186,12 @@ class AdaptationResult:
             _finite_or_none(self.episode_returns.tolist()),
             "mean": _finite_or_none(self.mean().tolist()),
             "ci95": _finite_or_none(self.ci95().tolist()),
+            **({} if self.success is None else {
+                "success": self.success.tolist(),
+                "episode_success": None if self.episode_success is None else self.episode_success.tolist(),
+                "success_mean": self.success_mean().tolist(),
+                "success_ci95": _finite_or_none(self.success_ci95().tolist()),
+            }),
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -173,6 +213,9 @@ class AdaptationResult:
             method=data.get("method", ""),
             family=data.get("family"),
             extra=dict(data.get("extra", {})),
+            success=None if data.get("success") is None else _array(data["success"], "success"),
+            episode_success=None if data.get("episode_success") is None
+            else _array(data["episode_success"], "episode_success"),
         )
 
     def to_json(self) -> str:
@@ -253,7 +296,8 @@ def evaluate_adaptation(
     evaluates on the training distribution and must be asked for explicitly. Pass ``tasks`` to evaluate on
     given tasks instead of sampling ``n_tasks`` (e.g. the same tasks for several models; the rollout seeds
     still derive from ``seed``, so the same ``seed`` gives every model the same environment seeds).
-    ``method`` labels the result (default: the model's class name).
+    ``method`` labels the result (default: the model's class name). For a family with a success flag the
+    result also holds each episode's success (``result.success[i, k]``: task i's success rate after k steps).
     """
     steps = _int_at_least("steps", steps, 0)
     episodes = _int_at_least("episodes", episodes, 1)
@@ -262,8 +306,10 @@ def evaluate_adaptation(
         tasks = evaluation_tasks(model, n_tasks, split, seed)
     batches = adaptation_rollouts(model, tasks, steps, episodes, seed)
     episode_returns = np.stack([b.episode_returns().double().cpu().numpy() for b in batches], axis=1)
+    episode_success = None if any(b.success is None for b in batches) else \
+        np.stack([b.success.double().cpu().numpy() for b in batches], axis=1)
     return AdaptationResult(
         tasks=list(tasks), episodes=episodes, split=split, episode_returns=episode_returns,
         seed=seed_to_json(seed), method=type(model).__name__ if method is None else str(method),
-        family=model.family.id,
+        family=model.family.id, episode_success=episode_success,
     )

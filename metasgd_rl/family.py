@@ -71,6 +71,10 @@ class TaskFamily(abc.ABC):
     #: tasks out (e.g. two running directions) sets it False: evaluation on "test" then draws from the
     #: training distribution, and check_task_family skips the split-disjointness check.
     disjoint_splits: bool = True
+    #: the ``info`` key that flags success (Meta-World's ``"success"``), or None. An episode succeeds if the flag
+    #: is true at any of its steps; the sampler records it and evaluation reports the success rate beside the
+    #: return.
+    success_key: str | None = None
     observation_space: gym.Space
     action_space: gym.Space
     max_episode_steps: int
@@ -137,9 +141,10 @@ class EpisodeVectorEnv(VectorEnv):
     """
 
     metadata = {"autoreset_mode": AutoresetMode.DISABLED}
-    #: merge the sub-envs' step infos (gymnasium's vector info format); the sampler, which ignores them,
-    #: turns this off: merging costs about a tenth of a MuJoCo step
-    keep_infos: bool = True
+    #: merge the sub-envs' step infos (gymnasium's vector info format): True all keys, False none, or a tuple of
+    #: the keys to keep. The sampler keeps only the family's ``success_key``: merging costs about a tenth of a
+    #: MuJoCo step
+    keep_infos: bool | tuple[str, ...] = True
 
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]]):
         self._setup([fn() for fn in env_fns], on_close=None)
@@ -195,8 +200,12 @@ class EpisodeVectorEnv(VectorEnv):
             rewards[i] = reward
             self._terminated[i] = terminated
             self._truncated[i] = truncated
-            if self.keep_infos:
+            if self.keep_infos is True:
                 infos = self._add_info(infos, info, i)
+            elif self.keep_infos:
+                kept = {key: info[key] for key in self.keep_infos if key in info}
+                if kept:
+                    infos = self._add_info(infos, kept, i)
         self._obs = concatenate(self.single_observation_space, self._env_obs, self._obs)
         return np.copy(self._obs), rewards, self._terminated.copy(), self._truncated.copy(), infos
 

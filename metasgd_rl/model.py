@@ -383,6 +383,8 @@ class MetaSGD:
             "loss": batch.loss.item(),
             "pre_return": batch.pre_return,
             "post_return": batch.post_return,
+            **({} if batch.post_success is None else {"pre_success": batch.pre_success,
+                                                      "post_success": batch.post_success}),
             "update_rejected": rejected,
             "seconds": time.perf_counter() - start,
             "env_steps": int(sum(float(b.mask.sum()) for b in (*batch.pre_batches, batch.post_batch))),
@@ -410,7 +412,8 @@ class MetaSGD:
             for _ in range(iterations):
                 info = self.train_step()
                 history.append(info)
-                bar.set_postfix(pre=f"{info['pre_return']:.2f}", post=f"{info['post_return']:.2f}",
+                success = {} if "post_success" not in info else {"success": f"{info['post_success']:.2f}"}
+                bar.set_postfix(pre=f"{info['pre_return']:.2f}", post=f"{info['post_return']:.2f}", **success,
                                 s_it=f"{info['seconds']:.2f}")
                 bar.update()
                 if not cb.on_iteration_end(self, info):
@@ -424,7 +427,9 @@ class MetaSGD:
                   f"{sum(h['seconds'] for h in history) / len(history):.2f} s/iteration, last {len(last)}: "
                   f"pre-adaptation return {np.mean([h['pre_return'] for h in last]):.2f}, "
                   f"post-adaptation {np.mean([h['post_return'] for h in last]):.2f}, "
-                  f"{sum(h['update_rejected'] for h in history)} updates rejected")
+                  + (f"post-adaptation success {np.mean([h['post_success'] for h in last]):.2f}, "
+                     if "post_success" in last[-1] else "")
+                  + f"{sum(h['update_rejected'] for h in history)} updates rejected")
         return self
 
     # -- saving ----------------------------------------------------------------------------------

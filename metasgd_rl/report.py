@@ -213,34 +213,49 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 # -- adaptation curves ------------------------------------------------------------------------------------------
 
 
-def adaptation_table(results: Mapping[str, AdaptationResult], digits: int = 2) -> str:
-    """Markdown table: one row per method, mean return ± 95% CI after 0..K inner steps."""
+def adaptation_table(results: Mapping[str, AdaptationResult], digits: int = 2, success: bool = False) -> str:
+    """Markdown table: one row per method, mean return ± 95% CI after 0..K inner steps (``success=True``: the
+    success rate instead, for the results that record one)."""
     steps = max(r.steps for r in results.values())
     rows = []
     for name, result in results.items():
-        mean, ci = result.mean(), result.ci95()
+        if success and result.success is None:
+            continue
+        mean, ci = (result.success_mean(), result.success_ci95()) if success else (result.mean(), result.ci95())
         cells = [f"{_fmt(mean[k], digits)} ± {_fmt(ci[k], digits)}" if k <= result.steps else "–"
                  for k in range(steps + 1)]
         rows.append([name, *cells])
     return _md_table(["method", *(_step_header(k) for k in range(steps + 1))], rows)
 
 
+def has_success(results: Mapping[str, AdaptationResult]) -> bool:
+    """Whether any result records success (a family with a success flag, e.g. Meta-World)."""
+    return any(r.success is not None for r in results.values())
+
+
 def plot_adaptation_curves(results: Mapping[str, AdaptationResult], path: str | os.PathLike) -> Path:
-    """Mean return vs inner step with 95% confidence bands, one line per method."""
-    fig, axes = _figure(width=6.0, height=4.2)
-    ax = axes[0, 0]
-    for name, result in results.items():
-        steps = np.arange(result.steps + 1)
-        mean, ci = result.mean(), np.nan_to_num(result.ci95(), nan=0.0)
-        line, = ax.plot(steps, mean, marker="o", label=name)
-        ax.fill_between(steps, mean - ci, mean + ci, color=line.get_color(), alpha=0.2, linewidth=0)
+    """Mean return vs inner step with 95% confidence bands, one line per method; beside it the success rate
+    for results that record one."""
+    panels = [("mean return", lambda r: (r.mean(), r.ci95()))]
+    if has_success(results):
+        panels.append(("success rate", lambda r: (r.success_mean(), r.success_ci95())))
+    fig, axes = _figure(ncols=len(panels), width=6.0, height=4.2)
     n_tasks = sorted({r.n_tasks for r in results.values()})
     splits = sorted({r.split for r in results.values()})
     k_max = max(r.steps for r in results.values())
-    ax.set(xlabel="inner steps", ylabel="mean return", xticks=list(range(k_max + 1)),
-           title=f"Fast adaptation: {'/'.join(map(str, n_tasks))} {'/'.join(splits)} tasks, 95% CI")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    for ax, (ylabel, values) in zip(axes[0], panels, strict=True):
+        for name, result in results.items():
+            mean, ci = values(result)
+            if mean is None:
+                continue
+            ci = np.nan_to_num(ci, nan=0.0)
+            steps = np.arange(result.steps + 1)
+            line, = ax.plot(steps, mean, marker="o", label=name)
+            ax.fill_between(steps, mean - ci, mean + ci, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set(xlabel="inner steps", ylabel=ylabel, xticks=list(range(k_max + 1)),
+               title=f"Fast adaptation: {'/'.join(map(str, n_tasks))} {'/'.join(splits)} tasks, 95% CI")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     return save_png(fig, path)
 
 
@@ -303,13 +318,18 @@ def learning_table(metrics: Mapping[str, Mapping[str, np.ndarray]]) -> str:
             return "–"
         return _fmt(float(columns[key][np.isfinite(columns[key])][-1]))
 
+    keys = ["pre_return", "post_return", "eval/pre_return", "eval/post_return"]
+    header = ["run", "iterations", "last pre-adaptation", "last post-adaptation", "last held-out pre",
+              "last held-out post"]
+    if any(_has(columns, "post_success") for columns in metrics.values()):
+        keys += ["post_success", "eval/post_success"]
+        header += ["last post-adaptation success", "last held-out post success"]
     rows = []
     for name, columns in metrics.items():
         iterations = columns.get("iteration", np.array([]))
         rows.append([name, str(int(np.nanmax(iterations))) if _has(columns, "iteration") else "0",
-                     *(last(columns, k) for k in ("pre_return", "post_return", "eval/pre_return", "eval/post_return"))])
-    return _md_table(["run", "iterations", "last pre-adaptation", "last post-adaptation",
-                      "last held-out pre", "last held-out post"], rows)
+                     *(last(columns, k) for k in keys)])
+    return _md_table(header, rows)
 
 
 # -- step sizes α ---------------------------------------------------------------------------------------------
@@ -530,7 +550,11 @@ def write_report(
 
     # adaptation
     plot_adaptation_curves(results, out / ADAPTATION_PNG)
-    md += ["## Fast adaptation", "", adaptation_table(results), "", f"![Adaptation curves]({ADAPTATION_PNG})", ""]
+    md += ["## Fast adaptation", "", adaptation_table(results), ""]
+    if has_success(results):
+        md += ["Success rate (the fraction of episodes in which the environment's success flag was set at any "
+               "step), mean over tasks ± 95% CI:", "", adaptation_table(results, success=True), ""]
+    md += [f"![Adaptation curves]({ADAPTATION_PNG})", ""]
 
     # learning curves
     if runs:

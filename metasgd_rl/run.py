@@ -56,6 +56,7 @@ FINAL_FILE = "final.pt"
 EVAL_STREAM = 1000
 
 _TB_TAGS = {"loss": "train/loss", "pre_return": "train/pre_return", "post_return": "train/post_return",
+            "pre_success": "train/pre_success", "post_success": "train/post_success",
             "update_rejected": "train/update_rejected", "seconds": "time/seconds_per_iteration"}
 
 
@@ -300,7 +301,8 @@ class Run:
             self.save_checkpoint()
 
     def evaluate(self) -> dict[str, float]:
-        """Mean return on ``eval_tasks`` held-out tasks before and after the training number of inner steps.
+        """Mean return (and success rate, for a family with a success flag) on ``eval_tasks`` held-out tasks before
+        and after the training number of inner steps.
 
         Tasks and rollouts come from a fixed seed derived from the run's seed, so successive evaluations
         differ only by θ and α, and a resumed run reproduces them.
@@ -309,7 +311,11 @@ class Run:
         result = evaluate_adaptation(self.model, n_tasks=self.config["eval_tasks"], steps=self.model.inner_steps,
                                      episodes=self.model.episodes_per_task, split="test", seed=seed)
         means = result.mean()
-        return {"eval/pre_return": float(means[0]), "eval/post_return": float(means[-1])}
+        row = {"eval/pre_return": float(means[0]), "eval/post_return": float(means[-1])}
+        if result.success is not None:
+            rates = result.success_mean()
+            row.update({"eval/pre_success": float(rates[0]), "eval/post_success": float(rates[-1])})
+        return row
 
     def save_checkpoint(self) -> Path:
         """Flush the logs to disk, then write ``checkpoint.pt`` atomically."""

@@ -19,7 +19,8 @@ class EpisodeBatch:
     ``mask[h, t, e]`` is 1 where step h of episode e of task t happened, 0 after the episode ended.
     ``observations`` are policy inputs (one-hot for discrete observation spaces). ``rewards`` are 0 where
     the mask is 0. ``actions`` are the sampled actions before any clipping by the environment (0 where the
-    mask is 0).
+    mask is 0). ``success[t, e]`` is 1.0 if the family's ``success_key`` flag was true at any step of episode e of
+    task t, else 0.0; None for a family without one.
     """
 
     observations: torch.Tensor
@@ -29,6 +30,8 @@ class EpisodeBatch:
     tasks: list[Task] = field(default_factory=list)
     #: ``[T, E, obs_dim]``: the observations after the last step (frozen for finished episodes), or None
     final_observations: torch.Tensor | None = None
+    #: ``[T, E]``: 1.0 where the episode succeeded (see :attr:`TaskFamily.success_key`), or None
+    success: torch.Tensor | None = None
 
     @property
     def horizon(self) -> int:
@@ -53,6 +56,10 @@ class EpisodeBatch:
         """Mean undiscounted return per task, ``[T]``."""
         return self.episode_returns().mean(-1)
 
+    def success_rates(self) -> torch.Tensor | None:
+        """Fraction of successful episodes per task, ``[T]``; None for a family without a success flag."""
+        return None if self.success is None else self.success.mean(-1)
+
     def task_major(self, x: torch.Tensor) -> torch.Tensor:
         """``[H, T, E, ...]`` -> ``[T, H, E, ...]``, the layout per-task parameters expect."""
         return x.transpose(0, 1)
@@ -63,6 +70,7 @@ class EpisodeBatch:
             *(t[:, tasks] for t in (self.observations, self.actions, self.rewards, self.mask)),
             tasks=self.tasks[tasks],
             final_observations=None if self.final_observations is None else self.final_observations[tasks],
+            success=None if self.success is None else self.success[tasks],
         )
 
     def to(self, device: torch.device | str) -> EpisodeBatch:
@@ -70,6 +78,7 @@ class EpisodeBatch:
             *(t.to(device) for t in (self.observations, self.actions, self.rewards, self.mask)),
             tasks=self.tasks,
             final_observations=None if self.final_observations is None else self.final_observations.to(device),
+            success=None if self.success is None else self.success.to(device),
         )
 
 
@@ -122,7 +131,8 @@ def rollout_chunk(
     sub-env ``first_task * E + j`` of the whole batch), and at every step the noise of all ``total_tasks`` tasks
     is drawn from the ``noise_seed`` generator and this chunk's slice is used. Chunks rolled out anywhere (e.g.
     on Ray workers) and joined with :func:`concat_chunks` are therefore the batch of the whole meta-batch.
-    Actions after an episode ended are 0; rolling out stops when every episode of the chunk has ended.
+    Actions after an episode ended are 0; rolling out stops when every episode of the chunk has ended. For a
+    family with a ``success_key``, an episode succeeds if that ``info`` flag is true at any of its steps.
     """
     tasks = list(tasks)
     num_tasks, episodes = len(tasks), int(episodes_per_task)
@@ -133,9 +143,10 @@ def rollout_chunk(
     generator = torch.Generator(device=device).manual_seed(noise_seed)
     task_slice = slice(first_task, first_task + num_tasks)
     params = {n: p.detach() for n, p in params.items()}
+    success_key = getattr(family, "success_key", None)
     venv = family.make_vector_env(tasks, episodes)
     if isinstance(venv, EpisodeVectorEnv):
-        venv.keep_infos = False
+        venv.keep_infos = (success_key,) if success_key else False
     try:
         n_envs = num_tasks * episodes
         if venv.num_envs != n_envs:
@@ -148,6 +159,7 @@ def rollout_chunk(
         raw_obs, _ = venv.reset(seed=env_seed + first_task * episodes)
         observations, actions, rewards, alive_steps = [], [], [], []
         alive = np.ones(n_envs, dtype=bool)
+        success = np.zeros(n_envs, dtype=bool)
         zero = torch.zeros((), device=device)
         sample_actions = policy.action_sampler(params)
         for _ in range(horizon):
@@ -162,8 +174,10 @@ def rollout_chunk(
             actions.append(action)
             alive_steps.append(alive.copy())
             env_action = action.cpu().numpy().reshape(n_envs, *(() if discrete_actions else (-1,)))
-            raw_obs, reward, terminated, truncated, _ = venv.step(env_action)
+            raw_obs, reward, terminated, truncated, infos = venv.step(env_action)
             rewards.append(np.where(alive, reward, 0.0))
+            if success_key:
+                success |= alive & info_flags(infos, success_key, n_envs)
             alive &= ~(np.asarray(terminated) | np.asarray(truncated))
             if not alive.any():
                 break
@@ -178,7 +192,23 @@ def rollout_chunk(
         mask=torch.as_tensor(np.stack(alive_steps).reshape(shape), dtype=torch.float32, device=device),
         tasks=tasks,
         final_observations=final_obs.reshape(num_tasks, episodes, -1),
+        success=torch.as_tensor(success.reshape(num_tasks, episodes), dtype=torch.float32, device=device)
+        if success_key else None,
     )
+
+
+def info_flags(infos: Mapping[str, object], key: str, num_envs: int) -> np.ndarray:
+    """``[num_envs]`` bools: whether each sub-env's step info (gymnasium's vector format, where ``infos["_" + key]``
+    marks the sub-envs that reported ``key``) has a true ``key``; False where a sub-env did not report it."""
+    if key not in infos:
+        return np.zeros(num_envs, dtype=bool)
+    values = np.asarray(infos[key])
+    if values.shape != (num_envs,):
+        raise ValueError(f"info[{key!r}] of the vector env has shape {values.shape}, expected ({num_envs},): the "
+                         f"success flag must be one number or bool per sub-env")
+    flags = values.astype(bool)
+    reported = infos.get("_" + key)
+    return flags if reported is None else flags & np.asarray(reported, dtype=bool)
 
 
 def concat_chunks(chunks: Sequence[EpisodeBatch]) -> EpisodeBatch:
@@ -204,6 +234,7 @@ def concat_chunks(chunks: Sequence[EpisodeBatch]) -> EpisodeBatch:
             rewards=torch.cat([c.rewards, c.rewards.new_zeros(pad)]),
             mask=torch.cat([c.mask, c.mask.new_zeros(pad)]),
             tasks=c.tasks,
+            success=c.success,
         ))
     return EpisodeBatch(
         observations=torch.cat([c.observations for c in padded], dim=1),
@@ -213,4 +244,5 @@ def concat_chunks(chunks: Sequence[EpisodeBatch]) -> EpisodeBatch:
         tasks=[t for c in chunks for t in c.tasks],
         final_observations=None if any(c.final_observations is None for c in chunks)
         else torch.cat([c.final_observations for c in chunks], dim=0),
+        success=None if any(c.success is None for c in chunks) else torch.cat([c.success for c in chunks], dim=0),
     )

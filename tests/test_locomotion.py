@@ -277,8 +277,8 @@ def test_the_settotalmass_warning_is_silenced_and_other_warnings_are_forwarded(c
 
     from envs.locomotion import quiet_mujoco_compiler
 
-    gym.make("HalfCheetah-v5").close()  # unfiltered: MuJoCo prints it
-    assert "settotalmass" in capfd.readouterr().err
+    gym.make("HalfCheetah-v5").close()  # unfiltered: MuJoCo 4 prints it (3.3, metaworld's pin, does not)
+    assert ("settotalmass" in capfd.readouterr().err) == (int(mujoco.__version__.split(".")[0]) >= 4)
 
     family = _family("HalfCheetahVel-v0")
     tasks = family.sample_tasks(2, np.random.default_rng(0))

@@ -210,6 +210,9 @@ def assert_same_batch(a: EpisodeBatch, b: EpisodeBatch) -> None:
     for name in ("observations", "actions", "rewards", "mask"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.shape == y.shape and torch.equal(x, y), name
+    assert (a.success is None) == (b.success is None)
+    if a.success is not None:
+        assert torch.equal(a.success, b.success), "success"
 
 
 @pytest.mark.parametrize("family_id, kwargs", [
