@@ -137,7 +137,8 @@ def evaluate_runs(
     The ``n_tasks`` tasks are sampled once, from the first model's family with ``seed``; every model is then
     evaluated on them with the same ``seed`` (so the same environment seeds). Runs of different task families
     (id or family kwargs) are refused. Returns ``(results, runs, models)`` keyed by run label
-    (:func:`run_labels`), ready for :func:`write_report`.
+    (:func:`run_labels`), ready for :func:`write_report`. Each model's family releases its pooled environments
+    after its evaluation, so memory holds one run's environments at a time.
     """
     if not run_dirs:
         raise ComparisonError("RUN_DIR is missing; give at least one run directory")
@@ -151,9 +152,13 @@ def evaluate_runs(
                                   f"{_family_name(model)} but {first_label!r} has {_family_name(first)}; "
                                   "compare needs runs of one task family")
     tasks = evaluation_tasks(first, n_tasks, split, seed)
-    results = {label: evaluate_adaptation(model, steps=steps, episodes=episodes, split=split, seed=seed,
-                                          tasks=tasks, method=label)
-               for label, model in models.items()}
+    results = {}
+    for label, model in models.items():
+        results[label] = evaluate_adaptation(model, steps=steps, episodes=episodes, split=split, seed=seed,
+                                             tasks=tasks, method=label)
+        # release the environments this model's family keeps for reuse (Meta-World's take ~20 MB each):
+        # one family's envs at a time, not every run's
+        getattr(model.family, "close", lambda: None)()
     runs = {label: Path(d) for label, d in zip(labels, run_dirs, strict=True)}
     return results, runs, models
 

@@ -18,6 +18,7 @@ from metasgd_rl.cli import format_table, main
 from metasgd_rl.evaluation import AdaptationResult
 from metasgd_rl.family import TaskFamily
 from metasgd_rl.policies import make_policy
+from metasgd_rl.report import evaluate_runs
 from metasgd_rl.sampler import info_flags, sample_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -302,3 +303,7 @@ def test_a_short_meta_training_run_on_ml1_records_success_and_evaluates(tmp_path
     assert "Success rate" in report and "last held-out post success" in report
     model = msr.MetaSGD.load(run / "final.pt")
     assert model.family.make_kwargs["benchmark_seed"] == 0 and model.family.max_episode_steps == 20
+    # compare releases each run's pooled environments after evaluating it (about 20 MB each)
+    results, _, models = evaluate_runs([run], n_tasks=2, steps=1, episodes=2)
+    assert results["run"].success is not None
+    assert not any(models["run"].family._pools.values())
