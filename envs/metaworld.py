@@ -20,8 +20,8 @@ classes, so one meta-batch may mix classes (ML10, ML45); the vector env keeps it
 rollouts, because building one costs about 0.1 s.
 
 The benchmark is built once per process and cached (ML1 takes about 2 s, ML10 about 13 s, ML45 about 45 s
-here; each Ray actor builds its own): ``metaworld`` draws the goals from NumPy's global generator, seeded with ``benchmark_seed`` and restored
-afterwards, so construction is serialised by a lock.
+here; each Ray actor builds its own): ``metaworld`` draws the goals from NumPy's global generator, seeded with
+``benchmark_seed`` and restored afterwards, so construction is serialised by a lock.
 
 ``metaworld`` is optional (``pip install "metasgd-rl[metaworld]"``; it pins ``mujoco==3.3.0``, which gymnasium's
 MuJoCo locomotion families also run on). This module imports without it, and building a family without it raises
