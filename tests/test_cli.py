@@ -62,6 +62,22 @@ def test_a_bad_config_exits_2_with_one_line_naming_key_and_value_and_writes_noth
     assert files_under(tmp_path) == before  # no run directory, no file
 
 
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, capsys):
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("policy_kwargs:\n  hidden_sizes: [8]\n  hidden_sizes: [9]\n")
+    with pytest.raises(ConfigError, match=r"key 'hidden_sizes' is given twice \(line 2 and line 3\)"):
+        read_yaml_file(nested)
+    config = write_config(tmp_path / "twice.yaml")
+    config.write_text(config.read_text() + "seed: 7\n")  # TINY has seed: 0 already
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "key 'seed' is given twice" in err and not (tmp_path / "run").exists()
+    assert read_yaml_file(write_config(tmp_path / "once.yaml"))["seed"] == 0  # each key once: read as before
+    merged = tmp_path / "merge.yaml"  # YAML merge keys are not duplicates
+    merged.write_text("base: &b {lr: 0.1}\nouter_kwargs:\n  <<: *b\n  max_grad_norm: 1.0\n")
+    assert read_yaml_file(merged)["outer_kwargs"] == {"lr": 0.1, "max_grad_norm": 1.0}
+
+
 def test_the_console_script_exits_2_on_a_bad_config(tmp_path):
     config = write_config(tmp_path / "bad.yaml")
     proc = subprocess.run([str(CONSOLE_SCRIPT), "train", str(config), "--set", "estimator=foo"],
