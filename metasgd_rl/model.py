@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import pickle
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -100,6 +101,27 @@ class AdaptedPolicy:
         if isinstance(self.action_space, gym.spaces.Box):
             action = np.clip(action, self.action_space.low, self.action_space.high)
         return (action[0] if single else action), None
+
+
+class CheckpointError(ValueError):
+    """A file that is not a loadable metasgd-rl checkpoint; the message names the file and what is wrong."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """What ``torch.load(path, weights_only=True)`` reads, or a :class:`CheckpointError` that says why the file is
+    not a checkpoint. Files holding arbitrary Python objects are refused, never unpickled: the error does not
+    relay torch's advice to load them with ``weights_only=False``. A missing file raises ``FileNotFoundError``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} is not a metasgd-rl checkpoint: it holds Python objects other than tensors "
+                              "and plain data, and metasgd-rl never unpickles those") from None
+    except Exception as err:  # torch reports a truncated or foreign file with many exception types
+        size = os.path.getsize(path)
+        what = "it is empty" if size == 0 else f"torch cannot read its {size} bytes ({type(err).__name__})"
+        raise CheckpointError(f"{path} is not a metasgd-rl checkpoint: {what}") from None
 
 
 class MetaSGD:
@@ -472,9 +494,9 @@ class MetaSGD:
         ``family`` supplies the family of a model saved with an unregistered one; ``overrides`` replace
         config entries that do not change the parameters' shapes (e.g. ``device``, ``outer_kwargs``).
         """
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(path)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a metasgd-rl checkpoint (format {CHECKPOINT_FORMAT})")
+            raise CheckpointError(f"{path} is not a metasgd-rl checkpoint (format {CHECKPOINT_FORMAT})")
         config = {**with_legacy_defaults(json.loads(state["config"])), **overrides}
         saved_class = {"MetaSGD": MetaSGD, "MAML": MAML}.get(state["class"], cls)
         if family is not None:
@@ -487,6 +509,11 @@ class MetaSGD:
                 config.pop(key, None)
         model = saved_class(**config)
         model.load_state_dict(state)
+        bad = [name for name, tensor in (*model.policy.named_parameters(), *model.step_sizes.named_parameters())
+               if not bool(torch.isfinite(tensor).all())]
+        if bad:
+            raise CheckpointError(f"{path} holds non-finite values (NaN or inf) in {', '.join(bad)}: a model with "
+                                  "them would evaluate and train to nan, so it is not loaded")
         return model
 
     # -- adaptation ------------------------------------------------------------------------------

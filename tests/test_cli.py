@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from metasgd_rl.cli import main
 from metasgd_rl.config import ConfigError, load_config, read_yaml_file, resolve_config
@@ -167,6 +168,36 @@ def test_evaluate_names_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert main(["evaluate", str(tmp_path / "junk.pt")]) == 2
     assert "junk.pt" in capsys.readouterr().err
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
+def test_unreadable_checkpoints_are_refused_with_one_line_and_no_unsafe_advice(tmp_path, capsys):
+    """Empty, short text and pickle-payload files, a NaN model: exit 2, one line naming the file and the reason."""
+    from metasgd_rl.model import CheckpointError, MetaSGD
+
+    model = MetaSGD(family="Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(4,)), meta_batch_size=2,
+                    episodes_per_task=2, seed=0)
+    model.save(tmp_path / "good.pt")
+    state = torch.load(tmp_path / "good.pt", weights_only=True)
+    state["policy"]["layers.0.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "text.pt").write_text("hello\n")
+    torch.save({"x": _Payload()}, tmp_path / "pickle.pt")
+    cases = {"empty.pt": "it is empty", "text.pt": "torch cannot read its 6 bytes",
+             "pickle.pt": "never unpickles", "nan.pt": "non-finite values (NaN or inf) in layers.0.weight"}
+    for name, reason in cases.items():
+        with pytest.raises(CheckpointError, match=re.escape(reason)):
+            MetaSGD.load(tmp_path / name)
+        assert main(["evaluate", str(tmp_path / name)]) == 2
+        out, err = capsys.readouterr()
+        assert err.count("\n") == 1 and name in err and reason in err, err
+        assert "weights_only" not in err and "unpickled" not in out
+    MetaSGD.load(tmp_path / "good.pt")  # the intact file still loads
 
 
 def test_families_lists_the_builtin_families(capsys):
