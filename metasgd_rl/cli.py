@@ -331,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = shlex.join([PROG, *argv])
     reuse_freed_memory()
     from metasgd_rl.config import ConfigError
+    from metasgd_rl.ray_sampler import RolloutWorkerError
     from metasgd_rl.run import RunError
 
     try:
@@ -340,6 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except RunError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except RolloutWorkerError as err:  # Ray actors that died, hung or could not start: not a bug of the caller
+        resume = " (a training run keeps its last checkpoint: continue it with --resume)" if args.command == "train" \
+            else ""
+        print(f"{PROG}: error: rollouts on Ray failed: {err}{resume}", file=sys.stderr)
         return 1
 
 

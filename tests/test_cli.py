@@ -200,6 +200,21 @@ def test_unreadable_checkpoints_are_refused_with_one_line_and_no_unsafe_advice(t
     MetaSGD.load(tmp_path / "good.pt")  # the intact file still loads
 
 
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_ray_rollout_failure_is_one_line_and_exit_1(monkeypatch, tmp_path, capsys, command):
+    from metasgd_rl import cli
+    from metasgd_rl.ray_sampler import RolloutWorkerError
+
+    def fail(args):
+        raise RolloutWorkerError("rollout actor 1 died 3 times")
+
+    monkeypatch.setattr(cli, f"_{command}", fail)
+    assert main([command, str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "rollouts on Ray failed: rollout actor 1 died 3 times" in err
+    assert ("--resume" in err) == (command == "train")
+
+
 def test_families_lists_the_builtin_families(capsys):
     assert main(["families"]) == 0
     lines = capsys.readouterr().out.splitlines()
