@@ -189,6 +189,10 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{PROG}: interrupted at iteration {run.model.iteration}; continue with: "
               f"{PROG} train --resume {run.directory}", file=sys.stderr)
         return 130
+    if run.stopped_by is not None:
+        print(f"{PROG}: stopped at iteration {run.model.iteration}, checkpoint saved; continue with: "
+              f"{PROG} train --resume {run.directory}", file=sys.stderr)
+        return 128 + run.stopped_by
     print(f"{PROG}: done, {run.model.iteration} iterations; final model {run.final_path}")
     return 0
 

@@ -20,12 +20,16 @@ metrics and parameters exactly. TensorBoard events are appended, not truncated: 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+import signal
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +194,33 @@ class _RunLogger(BaseCallback):
 
     def on_iteration_end(self, model: MetaSGD, info: dict[str, Any]) -> bool:
         self.run.log_iteration(info)
-        return True
+        return self.run.stopped_by is None
+
+
+@contextlib.contextmanager
+def _stop_on_signals(run: Run) -> Iterator[None]:
+    """While training in the main thread: the first SIGINT (Ctrl-C) or SIGTERM sets ``run.stopped_by``, so that
+    training stops after the current iteration and the run writes its checkpoint; a second one stops at once
+    (``KeyboardInterrupt``), keeping the last checkpoint. Elsewhere (other threads) signals are left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        if run.stopped_by is not None:
+            raise KeyboardInterrupt
+        run.stopped_by = signum
+        print(f"\nmetasgd-rl: {signal.Signals(signum).name}: stopping after iteration {run.model.iteration + 1} and "
+              "saving a checkpoint (again to stop at once, keeping the last checkpoint)", file=sys.stderr, flush=True)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class Run:
@@ -199,6 +229,8 @@ class Run:
     def __init__(self, directory: Path, config: dict[str, Any], model: MetaSGD, resumed: bool = False,
                  has_checkpoint: bool = False):
         self.directory, self.config, self.model, self.resumed = Path(directory), config, model, resumed
+        #: the signal (SIGINT, SIGTERM) that stopped training early, or None
+        self.stopped_by: int | None = None
         self.metrics = CsvLog(self.directory / METRICS_FILE)
         self.tasks = JsonlLog(self.directory / TASKS_FILE)
         self._last_checkpoint: int | None = model.iteration if has_checkpoint else None
@@ -265,8 +297,9 @@ class Run:
         """Train until ``iterations``, logging every iteration and checkpointing as configured.
 
         Writes ``checkpoint.pt`` (and ``final.pt`` once all iterations are done) when training ends normally,
-        including a stop asked for by ``callback``; after an exception nothing more is written, and
-        :meth:`resume` continues from the last periodic checkpoint.
+        including a stop asked for by ``callback`` and a first SIGINT (Ctrl-C) or SIGTERM, which stop after the
+        current iteration (``stopped_by`` then holds the signal's number); after an exception, or a second
+        signal, nothing more is written, and :meth:`resume` continues from the last checkpoint.
         """
         model = self.model
         remaining = self.config["iterations"] - model.iteration
@@ -274,7 +307,8 @@ class Run:
         try:
             if remaining > 0:
                 callbacks: list[Any] = [_RunLogger(self)] + ([callback] if callback is not None else [])
-                model.learn(remaining, callback=callbacks, progress_bar=self.config["progress_bar"])
+                with _stop_on_signals(self):
+                    model.learn(remaining, callback=callbacks, progress_bar=self.config["progress_bar"])
             if self._last_checkpoint != model.iteration:
                 self.save_checkpoint()
             if model.iteration >= self.config["iterations"]:

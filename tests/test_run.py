@@ -152,6 +152,55 @@ def test_sigkill_mid_checkpoint_leaves_the_previous_checkpoint_and_resume_comple
     assert metrics_rows(run_a) == metrics_rows(b)
 
 
+# -- Ctrl-C / SIGTERM: stop after the iteration and save ------------------------------------------------------
+
+SIGNAL_AFTER_SECOND_ITERATION = textwrap.dedent("""
+    import os, signal, sys
+    from metasgd_rl.cli import main
+    from metasgd_rl.run import Run
+
+    sig, times = getattr(signal, sys.argv[1]), int(sys.argv[2])
+    log_iteration = Run.log_iteration
+
+    def log_then_signal(self, info):
+        log_iteration(self, info)
+        if info["iteration"] == 2:  # as if the user pressed Ctrl-C (or a scheduler sent SIGTERM) here
+            for _ in range(times):
+                os.kill(os.getpid(), sig)
+
+    Run.log_iteration = log_then_signal
+    sys.exit(main(sys.argv[3:]))
+""")
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_after_the_iteration_saves_a_checkpoint_and_resume_completes(tmp_path, run_a, name):
+    config = write_config(tmp_path / "tiny.yaml", checkpoint_every=3)  # no periodic checkpoint at iteration 2
+    b = tmp_path / "b"
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_SECOND_ITERATION, name, "1", "train", str(config),
+                           "--run-dir", str(b)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 128 + getattr(signal, name), proc.stderr
+    assert f"{name}: stopping after iteration" in proc.stderr
+    assert "stopped at iteration 2, checkpoint saved" in proc.stderr and "--resume" in proc.stderr
+    assert load_state(b / "checkpoint.pt")["iteration"] == 2 and not (b / "final.pt").exists()
+    assert [r["iteration"] for r in metrics_rows(b)] == ["1", "2"]
+    assert main(["train", "--resume", str(b)]) == 0
+    assert_same_state(load_state(run_a / "final.pt"), load_state(b / "final.pt"))
+    assert metrics_rows(run_a) == metrics_rows(b)
+
+
+def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
+    config = write_config(tmp_path / "tiny.yaml", checkpoint_every=1)
+    b = tmp_path / "b"
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_SECOND_ITERATION, "SIGINT", "2", "train", str(config),
+                           "--run-dir", str(b)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert "interrupted at iteration 2" in proc.stderr
+    assert load_state(b / "checkpoint.pt")["iteration"] == 2  # iteration 2's periodic one, nothing after it
+    assert not (b / "final.pt").exists() and [r["iteration"] for r in metrics_rows(b)] == ["1", "2"]
+    assert main(["train", "--resume", str(b)]) == 0 and load_state(b / "final.pt")["iteration"] == 4
+
+
 # -- save -> load -> adapt -----------------------------------------------------------------------------------
 
 
