@@ -171,7 +171,7 @@ class MetaWorldFamily(TaskFamily):
     def _bound_env(self, task: Task, env: gym.Env | None) -> gym.Env:
         mw_task = self.benchmark_task(task)
         if env is None:
-            env = seeded_class(self._classes[task["split"]][task["env_name"]])()
+            env = self._env_class(task)()
             env.max_path_length = self.max_episode_steps  # the env truncates its own episodes at this length
             spaces = getattr(self, "observation_space", None), getattr(self, "action_space", None)
             if spaces[0] is not None and (env.observation_space, env.action_space) != spaces:
@@ -191,10 +191,14 @@ class MetaWorldFamily(TaskFamily):
             self.benchmark_task(task)  # refuse a bad task before touching any env
         envs = []
         for task in tasks:
-            pool = self._pools.setdefault(seeded_class(self._classes[task["split"]][task["env_name"]]), [])
+            pool = self._pools.setdefault(self._env_class(task), [])
             for _ in range(episodes):
                 envs.append(self._bound_env(task, pool.pop() if pool else None))
         return EpisodeVectorEnv.from_envs(envs, on_close=self._release)
+
+    def _env_class(self, task: Task) -> type:
+        """The (seeded) environment class of a checked task; pools of free environments are kept per class."""
+        return seeded_class(self._classes[task["split"]][task["env_name"]])
 
     def _release(self, envs: list[gym.Env]) -> None:
         for env in envs:

@@ -267,7 +267,7 @@ def format_table(result: AdaptationResult) -> str:
         half = "n/a" if ci != ci else f"{ci:.{digits}f}"  # NaN with a single task
         return f"{mean:>{width}.{digits}f} ± {half}"
 
-    success = result.success_mean()
+    success, success_ci = result.success_mean(), result.success_ci95()
     header, rule = "step | mean return ± 95% CI", "-----+---------------------"
     if success is not None:
         header, rule = header + " | success rate ± 95% CI", rule + "+-----------------------"
@@ -275,7 +275,7 @@ def format_table(result: AdaptationResult) -> str:
     for k, (m, c) in enumerate(zip(result.mean(), result.ci95(), strict=True)):
         row = f"{k:>4} | {cell(m, c, 10)}"
         if success is not None:
-            row = f"{row:<27} | {cell(success[k], result.success_ci95()[k], 12)}"
+            row = f"{row:<27} | {cell(success[k], success_ci[k], 12)}"
         lines.append(row)
     return "\n".join(lines)
 

@@ -69,6 +69,20 @@ def _array(values: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a nested list of numbers: {err}") from err
 
 
+def _episode_means(per_episode: Any, name: str, n_tasks: int, given: Any, given_name: str
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``per_episode`` as a float64 array ``[n_tasks, steps + 1, episodes]`` and its mean over episodes, after checking
+    its shape and that ``given`` (the per-task values passed beside it, if any) is that mean."""
+    per_episode = np.asarray(per_episode, dtype=np.float64)
+    if per_episode.ndim != 3 or per_episode.shape[0] != n_tasks:
+        raise ValueError(f"{name} must be shaped [n_tasks={n_tasks}, steps + 1, episodes], "
+                         f"got {list(per_episode.shape)}")
+    mean = per_episode.mean(axis=2)
+    if given is not None and not np.allclose(np.asarray(given, dtype=np.float64), mean, equal_nan=True):
+        raise ValueError(f"{given_name} must be the mean of {name} over episodes")
+    return per_episode, mean
+
+
 @dataclass
 class AdaptationResult:
     """Returns of ``len(tasks)`` tasks after 0..K inner steps.
@@ -100,15 +114,10 @@ class AdaptationResult:
         self.tasks = list(self.tasks)
         self._check_success()
         if self.episode_returns is not None:
-            self.episode_returns = np.asarray(self.episode_returns, dtype=np.float64)
-            if self.episode_returns.ndim != 3 or self.episode_returns.shape[0] != len(self.tasks):
-                raise ValueError(f"episode_returns must be shaped [n_tasks={len(self.tasks)}, steps + 1, episodes], "
-                                 f"got {list(self.episode_returns.shape)}")
-            mean = self.episode_returns.mean(axis=2)
+            self.episode_returns, mean = _episode_means(self.episode_returns, "episode_returns", len(self.tasks),
+                                                        self.returns, "returns")
             if self.returns is None:
                 self.returns = mean
-            elif not np.allclose(np.asarray(self.returns, dtype=np.float64), mean, equal_nan=True):
-                raise ValueError("returns must be the mean of episode_returns over episodes")
             if self.episodes is None:
                 self.episodes = self.episode_returns.shape[2]
         if self.returns is None:
@@ -125,14 +134,8 @@ class AdaptationResult:
 
     def _check_success(self) -> None:
         if self.episode_success is not None:
-            self.episode_success = np.asarray(self.episode_success, dtype=np.float64)
-            if self.episode_success.ndim != 3 or self.episode_success.shape[0] != len(self.tasks):
-                raise ValueError(f"episode_success must be shaped [n_tasks={len(self.tasks)}, steps + 1, episodes], "
-                                 f"got {list(self.episode_success.shape)}")
-            mean = self.episode_success.mean(axis=2)
-            if self.success is not None and not np.allclose(np.asarray(self.success, dtype=np.float64), mean):
-                raise ValueError("success must be the mean of episode_success over episodes")
-            self.success = mean
+            self.episode_success, self.success = _episode_means(self.episode_success, "episode_success",
+                                                                len(self.tasks), self.success, "success")
         if self.success is not None:
             self.success = np.asarray(self.success, dtype=np.float64)
             if not np.all((self.success >= 0) & (self.success <= 1)):

@@ -400,13 +400,14 @@ class MetaSGD:
             warnings.warn(f"iteration {self.iteration + 1}: the {self.outer} update was rejected (non-finite "
                           f"values or no acceptable step); {unchanged}", RuntimeWarning, stacklevel=2)
         self.iteration += 1
+        post_success = batch.post_success
+        success = {} if post_success is None else {"pre_success": batch.pre_success, "post_success": post_success}
         return {
             "iteration": self.iteration,
             "loss": batch.loss.item(),
             "pre_return": batch.pre_return,
             "post_return": batch.post_return,
-            **({} if batch.post_success is None else {"pre_success": batch.pre_success,
-                                                      "post_success": batch.post_success}),
+            **success,
             "update_rejected": rejected,
             "seconds": time.perf_counter() - start,
             "env_steps": int(sum(float(b.mask.sum()) for b in (*batch.pre_batches, batch.post_batch))),
