@@ -96,6 +96,7 @@ def time_meta_iterations(family: str = "Navigation2D-v0", tasks: int = 20, episo
     reuse_freed_memory()  # as the CLI does
     if threads is not None:
         torch.set_num_threads(int(threads))
+    model_kwargs.setdefault("num_threads", threads)  # None: the process's setting
     model = MetaSGD(family, meta_batch_size=tasks, episodes_per_task=episodes, outer=outer, seed=0, **model_kwargs)
     # the machine's rate drifts: the best of before and after the timed iterations
     peak_before = matmul_peak_gflops(device=model.device)
@@ -107,7 +108,8 @@ def time_meta_iterations(family: str = "Navigation2D-v0", tasks: int = 20, episo
     finally:
         model.close()
     row: dict[str, Any] = {"family": family, "tasks": tasks, "episodes": episodes, "outer": outer,
-                           "sampler": model.sampler, "estimator": model.estimator, "threads": torch.get_num_threads(),
+                           "sampler": model.sampler, "estimator": model.estimator,
+                           "threads": model.num_threads or torch.get_num_threads(),
                            "task_chunk_size": model.task_chunk_size}
     row["total"] = statistics.median(info["seconds"] for info in infos)
     for stage in STAGES:

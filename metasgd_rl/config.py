@@ -270,6 +270,7 @@ def _model_validators() -> dict[str, Validator]:
         "ray_address": string(nullable=True),
         "ray_workers": optional(integer(1)),
         "task_chunk_size": optional(integer(1)),
+        "num_threads": optional(integer(1)),
     }
 
 

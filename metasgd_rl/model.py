@@ -34,6 +34,7 @@ from metasgd_rl.ray_sampler import SAMPLERS, make_sampler
 from metasgd_rl.registry import make_task_family
 from metasgd_rl.sampler import EpisodeBatch
 from metasgd_rl.step_sizes import StepSizes
+from metasgd_rl.threads import with_model_threads
 
 CHECKPOINT_FORMAT = "metasgd-rl/1"
 DEFAULT_POLICY_KWARGS: dict[str, Any] = dict(
@@ -44,6 +45,8 @@ ALPHA_OPTIMIZERS = ("joint", "adam")
 ALPHA_ADAM_EPS = 1e-20
 #: what a run or checkpoint from before these settings existed was trained with
 _LEGACY_SETTINGS = dict(alpha_parameterization="linear", alpha_optimizer="joint")
+#: runs from before ``num_threads`` computed with the process's thread count
+_LEGACY_RUN_SETTINGS = dict(num_threads=None)
 _LEGACY_POLICY_KWARGS = dict(init="default", output_init_scale=0.01)
 
 
@@ -51,7 +54,7 @@ def with_legacy_defaults(config: Mapping[str, Any], alpha: bool = True) -> dict[
     """``config`` (a checkpoint's or a run's) completed with what runs from before α's optimiser,
     parameterisation and the policy's initialisation were settings used: α trained jointly with θ, stored as
     itself, PyTorch's initialisation with the output layer at ×0.01. ``alpha=False`` (MAML) adds no α keys."""
-    out = {**(_LEGACY_SETTINGS if alpha else {}), **config}
+    out = {**_LEGACY_RUN_SETTINGS, **(_LEGACY_SETTINGS if alpha else {}), **config}
     out["policy_kwargs"] = {**_LEGACY_POLICY_KWARGS, **dict(out.get("policy_kwargs") or {})}
     return out
 
@@ -137,6 +140,11 @@ class MetaSGD:
     meta-gradient, while θ follows the outer optimiser. Under TRPO the joint form hardly moves the hidden layers'
     α: their curvature (∝ g², tiny) is far below the CG damping. ``alpha_parameterization="log"`` trains
     β with α = sign(α_init)·exp(β), so steps are relative (see :class:`~metasgd_rl.step_sizes.StepSizes`).
+
+    ``num_threads`` (default 1): torch's CPU threads while the model samples, adapts and updates, whatever the
+    process's setting (None keeps the process's). Multi-threaded sums round differently, so the same seed and
+    the same ``num_threads`` give the same bits on any machine, and another ``num_threads`` another run (see
+    :mod:`metasgd_rl.threads`). Ray workers always sample with one thread.
     """
 
     def __init__(
@@ -168,6 +176,7 @@ class MetaSGD:
         ray_address: str | None = None,
         ray_workers: int | None = None,
         task_chunk_size: int | None = None,
+        num_threads: int | None = 1,
     ):
         if isinstance(family, str):
             self.family = make_task_family(family, **dict(family_kwargs or {}))
@@ -197,6 +206,8 @@ class MetaSGD:
         self.sampler = _choice("sampler", sampler, SAMPLERS)
         self.ray_address, self.ray_workers = ray_address, ray_workers
         self.task_chunk_size = None if task_chunk_size is None else _positive_int("task_chunk_size", task_chunk_size)
+        #: torch's CPU threads while this model computes (None: the process's setting); see metasgd_rl.threads
+        self.num_threads = None if num_threads is None else _positive_int("num_threads", num_threads)
         self._sample_fn = make_sampler(self.sampler, self.family, ray_address, ray_workers)
         self.alpha_optimizer = _choice("alpha_optimizer", alpha_optimizer, ALPHA_OPTIMIZERS)
         if isinstance(alpha_lr, bool) or not isinstance(alpha_lr, (int, float)) or not (
@@ -255,6 +266,7 @@ class MetaSGD:
             ray_address=self.ray_address,
             ray_workers=self.ray_workers,
             task_chunk_size=self.task_chunk_size,
+            num_threads=self.num_threads,
         )
 
     @property
@@ -270,6 +282,7 @@ class MetaSGD:
         return int(self._seed_sequence(stream, *index).generate_state(1, np.uint64)[0] >> 1)
 
     # -- rollouts --------------------------------------------------------------------------------
+    @with_model_threads
     def sample_episodes(self, params: Mapping[str, torch.Tensor], tasks: Sequence[Task], episodes: int,
                         seed: int | np.random.SeedSequence) -> EpisodeBatch:
         """Episodes of ``tasks`` with per-task ``params`` ``[T, ...]``, on the model's sampler (local or Ray)."""
@@ -282,6 +295,7 @@ class MetaSGD:
             close()
 
     # -- meta-objective --------------------------------------------------------------------------
+    @with_model_threads
     def meta_objective(self, tasks: Sequence[Task], seed: int | np.random.SeedSequence,
                        task_chunk_size: int | None = None) -> MetaBatch:
         """The estimator's surrogate on ``tasks`` plus the batches it came from.
@@ -311,6 +325,7 @@ class MetaSGD:
                                                   estimator=self.estimator, first_order=self.first_order)
         return batch.cached_gradient
 
+    @with_model_threads
     def meta_loss(self, tasks: Sequence[Task], seed: int | None = None) -> torch.Tensor:
         """Differentiable surrogate (to minimise) of the meta-objective on ``tasks``.
 
@@ -337,6 +352,7 @@ class MetaSGD:
         """Every trained tensor: the outer optimiser's (θ, and α when joint), then α's own optimiser's."""
         return [*self.outer_optimizer.params, *self._alpha_params()]
 
+    @with_model_threads
     def outer_update(self, batch: MetaBatch) -> tuple[dict[str, float], dict[str, float], bool]:
         """Let the outer optimiser update θ (and α when joint), and α's own optimiser α, from ``batch``.
 
@@ -385,6 +401,7 @@ class MetaSGD:
     def _all_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self._trainable())
 
+    @with_model_threads
     def train_step(self) -> dict[str, Any]:
         """One meta-iteration: sample tasks, build the meta-objective, let the outer optimiser update θ, α.
 
@@ -417,6 +434,7 @@ class MetaSGD:
             "tasks": tasks,
         }
 
+    @with_model_threads
     def learn(self, iterations: int, callback: CallbackLike = None, progress_bar: bool = True) -> MetaSGD:
         """Run ``iterations`` more meta-iterations.
 
@@ -518,6 +536,7 @@ class MetaSGD:
         return model
 
     # -- adaptation ------------------------------------------------------------------------------
+    @with_model_threads
     def adapt_tasks(self, tasks: Sequence[Task], episodes: int,
                     seeds: Sequence[np.random.SeedSequence]) -> tuple[dict[str, torch.Tensor], list[EpisodeBatch]]:
         """Adapt all ``tasks`` at once with one inner step per seed, each on freshly sampled episodes.
