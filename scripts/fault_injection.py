@@ -1,0 +1,470 @@
+"""Fault injection: throw kills, signals, bad files, bad configs and faulty task families at metasgd-rl and
+count how many it held.
+
+    python scripts/fault_injection.py                 # about 3 minutes on 2 CPU cores
+    python scripts/fault_injection.py --kills 40 --seed 1 --out docs/reliability
+
+What "held" means for each kind of fault:
+
+- **kill storm**: a tiny training is SIGKILLed at random moments (during imports, iterations, checkpoint
+  writes) and resumed each time. Held: after every kill the checkpoint loads and ``metrics.csv`` counts
+  iterations 1, 2, ... without a gap or a repeat; at the end the resumed run's metrics and ``final.pt`` equal
+  an uninterrupted run's bit for bit.
+- **signals**: SIGINT and SIGTERM in the middle of a training. Held: exit 130 / 143, a checkpoint at the
+  iteration the metrics end with, and the resumed run equal to the uninterrupted one.
+- **bad files** given to ``metasgd-rl evaluate``, **bad configs** and **bad run directories** given to
+  ``metasgd-rl train``. Held: a non-zero exit with one line on stderr naming the problem, no traceback, no
+  run directory left behind for a refused config, and no code from the file executed.
+- **faulty task families** used from Python. Held: a clear error naming the family (or, for a NaN, the
+  update rejected with θ and α unchanged and the task and stage named), not numpy's or torch's error from
+  deep inside.
+
+Writes ``fault_injection.json`` (every case and its outcome) and ``fault_injection.md`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from metasgd_rl.cli import main as cli_main  # noqa: E402
+from metasgd_rl.model import read_checkpoint  # noqa: E402
+
+#: a training of about a tenth of a second per iteration
+TINY: dict[str, Any] = dict(
+    algo="metasgd", iterations=30, checkpoint_every=1, eval_every=0, progress_bar=False, family="Navigation2D-v0",
+    policy_kwargs=dict(hidden_sizes=[16]), meta_batch_size=2, episodes_per_task=2, estimator="lvc", outer="adam",
+    outer_kwargs=dict(lr=0.01), seed=0,
+)
+
+
+@dataclass
+class Case:
+    kind: str
+    name: str
+    held: bool
+    detail: str = ""
+
+
+@dataclass
+class Tally:
+    cases: list[Case] = field(default_factory=list)
+
+    def add(self, kind: str, name: str, held: bool, detail: str = "") -> None:
+        self.cases.append(Case(kind, name, bool(held), " ".join(str(detail).split())[:300]))
+        mark = "held  " if held else "FAILED"
+        print(f"  {mark} {kind}: {name}" + (f"  ({self.cases[-1].detail})" if not held or detail else ""), flush=True)
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for case in self.cases:
+            row = out.setdefault(case.kind, {"tried": 0, "held": 0})
+            row["tried"] += 1
+            row["held"] += case.held
+        return out
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+
+def write_config(path: Path, **changes: Any) -> Path:
+    config = {**TINY, **changes}
+    path.write_text(yaml.safe_dump({k: v for k, v in config.items() if v is not None}, sort_keys=False))
+    return path
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "metasgd_rl", *args]
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def metrics_iterations(run_dir: Path) -> list[int]:
+    try:
+        with open(run_dir / "metrics.csv", newline="") as f:
+            return [int(row["iteration"]) for row in csv.DictReader(f)]
+    except FileNotFoundError:
+        return []
+
+
+def comparable_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k != "seconds" and not k.startswith("time/")}
+                for row in csv.DictReader(f)]
+
+
+def same_tensors(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and set(a) == set(b) and all(same_tensors(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(same_tensors, a, b))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    return a == b
+
+
+def same_run(run_dir: Path, reference: Path) -> tuple[bool, str]:
+    if not (run_dir / "final.pt").exists():
+        return False, "no final.pt"
+    if comparable_metrics(run_dir) != comparable_metrics(reference):
+        return False, "metrics.csv differs from the uninterrupted run's"
+    if not same_tensors(read_checkpoint(run_dir / "final.pt"), read_checkpoint(reference / "final.pt")):
+        return False, "final.pt differs from the uninterrupted run's"
+    return True, "equals the uninterrupted run"
+
+
+@contextlib.contextmanager
+def captured_cli(argv: list[str]) -> Iterator[dict[str, Any]]:
+    """Run the CLI in this process; the result dict gets ``code``, ``stderr`` and ``escaped`` (an exception that
+    left ``main``: the user would have seen a traceback)."""
+    result: dict[str, Any] = {"code": None, "stderr": "", "escaped": None}
+    err, out = io.StringIO(), io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+                result["code"] = cli_main(argv)
+        except SystemExit as exit_:  # argparse
+            result["code"] = exit_.code
+        except BaseException as exc:  # noqa: BLE001  (counting what escapes is the point)
+            result["escaped"] = f"{type(exc).__name__}: {exc}"
+    result["stderr"] = err.getvalue().strip()
+    yield result
+
+
+def refused_cleanly(result: dict[str, Any], expect: str | tuple[str, ...], codes: tuple[int, ...] = (1, 2)) \
+        -> tuple[bool, str]:
+    if result["escaped"]:
+        return False, f"traceback: {result['escaped']}"
+    lines = [line for line in result["stderr"].splitlines() if line.strip()]
+    message = lines[-1] if lines else ""
+    if result["code"] not in codes:
+        return False, f"exit {result['code']}: {message}"
+    if "Traceback" in result["stderr"]:
+        return False, "traceback on stderr"
+    expected = (expect,) if isinstance(expect, str) else expect
+    if not all(word.lower() in message.lower() for word in expected):
+        return False, f"message does not name {expected}: {message}"
+    return True, message
+
+
+# -- kill storm and signals ---------------------------------------------------------------------------------
+
+
+def reference_run(work: Path) -> Path:
+    run_dir = work / "reference"
+    subprocess.run(cli_command("train", str(write_config(work / "tiny.yaml")), "--run-dir", str(run_dir)),
+                   env=subprocess_env(), check=True, capture_output=True)
+    return run_dir
+
+
+def start_or_resume(config: Path, run_dir: Path, **popen: Any) -> subprocess.Popen:
+    """``train --resume`` once the run exists; before that (a kill during start-up can leave an empty folder)
+    the first command again."""
+    if (run_dir / "config.yaml").exists():
+        argv = ["--resume", str(run_dir)]
+    else:
+        argv = [str(config), "--run-dir", str(run_dir)]
+    return subprocess.Popen(cli_command("train", *argv), env=subprocess_env(), **popen)
+
+
+def kill_storm(tally: Tally, work: Path, reference: Path, kills: int, rng: np.random.Generator) -> None:
+    """Each kill lands either during start-up (a random moment in the first 3 s) or a random fraction of an
+    iteration after 1-5 more metric rows appeared (during the iteration, its logging or its checkpoint write)."""
+    config = write_config(work / "tiny.yaml")
+    run_dir = work / "storm"
+    for k in range(kills):
+        if (run_dir / "final.pt").exists():
+            break
+        rows = len(metrics_iterations(run_dir))
+        process = start_or_resume(config, run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if rng.random() < 0.25:
+            time.sleep(float(rng.uniform(0.2, 3.0)))
+        else:
+            target, deadline = rows + int(rng.integers(1, 6)), time.monotonic() + 60
+            while (len(metrics_iterations(run_dir)) < target and process.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.01)
+            time.sleep(float(rng.uniform(0.0, 0.15)))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        problems = []
+        if (run_dir / "checkpoint.pt").exists():
+            try:
+                last = int(read_checkpoint(run_dir / "checkpoint.pt")["iteration"])
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"checkpoint unreadable: {exc}")
+                last = -1
+        else:
+            last = 0
+        iterations = metrics_iterations(run_dir)
+        if iterations != list(range(1, len(iterations) + 1)):
+            problems.append(f"metrics iterations {iterations}")
+        if last > len(iterations):
+            problems.append(f"checkpoint at {last} but metrics end at {len(iterations)}")
+        tally.add("kill storm", f"SIGKILL {k + 1} (checkpoint at {last}, {len(iterations)} metric rows)",
+                  not problems, "; ".join(problems))
+    finish = start_or_resume(config, run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, stderr = finish.communicate()
+    held, detail = same_run(run_dir, reference) if finish.returncode == 0 else (False, stderr[-300:])
+    tally.add("kill storm", "resumed to the end after the storm", held, detail)
+
+
+def signal_stop(tally: Tally, work: Path, reference: Path, signum: int) -> None:
+    name = signal.Signals(signum).name
+    run_dir = work / f"signal-{name}"
+    process = subprocess.Popen(cli_command("train", str(work / "tiny.yaml"), "--run-dir", str(run_dir)),
+                               env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(metrics_iterations(run_dir)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    problems = []
+    if process.returncode != 128 + signum:
+        problems.append(f"exit {process.returncode}")
+    if "Traceback" in stderr:
+        problems.append("traceback")
+    state = read_checkpoint(run_dir / "checkpoint.pt")
+    if int(state["iteration"]) != len(metrics_iterations(run_dir)):
+        problems.append(f"checkpoint at {int(state['iteration'])}, metrics at {len(metrics_iterations(run_dir))}")
+    finish = subprocess.run(cli_command("train", "--resume", str(run_dir)), env=subprocess_env(),
+                            capture_output=True, text=True)
+    held, detail = same_run(run_dir, reference) if finish.returncode == 0 else (False, finish.stderr[-300:])
+    if not held:
+        problems.append(detail)
+    tally.add("signals", f"{name} after iteration {int(state['iteration'])}, then --resume", not problems,
+              "; ".join(problems) or f"exit {process.returncode}, checkpoint at the last logged iteration, {detail}")
+
+
+# -- bad checkpoint files -----------------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this would run a command that creates a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def bad_files(tally: Tally, work: Path, reference: Path) -> None:
+    good = reference / "final.pt"
+    data = good.read_bytes()
+    state = read_checkpoint(good)
+    folder = work / "files"
+    folder.mkdir()
+    marker = work / "payload-ran"
+
+    def with_config(**changes: Any) -> dict[str, Any]:
+        return {**state, "config": json.dumps({**json.loads(state["config"]), **changes})}
+
+    def nan_weights() -> dict[str, Any]:
+        policy = {k: v.clone() for k, v in state["policy"].items()}
+        first = next(iter(policy))
+        policy[first].view(-1)[0] = float("nan")
+        return {**state, "policy": policy}
+
+    def wrong_shape() -> dict[str, Any]:
+        policy = dict(state["policy"])
+        first = next(iter(policy))
+        policy[first] = torch.zeros(3, 3)
+        return {**state, "policy": policy}
+
+    cases: list[tuple[str, Callable[[Path], None], tuple[str, ...]]] = [
+        ("empty file", lambda p: p.write_bytes(b""), ("empty",)),
+        ("short text file", lambda p: p.write_text("hello\n"), ("not a metasgd-rl checkpoint",)),
+        ("random bytes", lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)),
+         ("not a metasgd-rl checkpoint",)),
+        ("truncated to 10 %", lambda p: p.write_bytes(data[: len(data) // 10]), ("not a metasgd-rl checkpoint",)),
+        ("truncated to 90 %", lambda p: p.write_bytes(data[: len(data) * 9 // 10]),
+         ("not a metasgd-rl checkpoint",)),
+        ("pickle payload that runs a command", lambda p: p.write_bytes(pickle.dumps(_Payload(marker))),
+         ("never unpickles",)),
+        ("pickle payload inside torch.save", lambda p: torch.save({"x": _Payload(marker)}, p),
+         ("never unpickles",)),
+        ("NaN in one weight", lambda p: torch.save(nan_weights(), p), ("non-finite",)),
+        ("a tensor of the wrong shape", lambda p: torch.save(wrong_shape(), p), ("shape",)),
+        ("config says hidden sizes [20000, 20000]",
+         lambda p: torch.save(with_config(policy_kwargs={**json.loads(state["config"])["policy_kwargs"],
+                                                         "hidden_sizes": [20000, 20000]}), p),
+         ("shape",)),
+        ("config with a module-qualified env id",
+         lambda p: torch.save(with_config(family="GymEnv-v0", family_kwargs={"env_id": "os:system"}), p),
+         ("env_id",)),
+        ("config that is not JSON", lambda p: torch.save({**state, "config": "{not json"}, p), ("config",)),
+        ("no config at all", lambda p: torch.save({k: v for k, v in state.items() if k != "config"}, p),
+         ("config",)),
+        ("a directory instead of a file", lambda p: p.mkdir(), ("directory",)),
+    ]
+    for name, make, expect in cases:
+        path = folder / (name.replace(" ", "-").replace("%", "pc") + ".pt")
+        make(path)
+        with captured_cli(["evaluate", str(path), "--tasks", "2", "--episodes", "2", "--steps", "1"]) as result:
+            pass
+        held, detail = refused_cleanly(result, expect)
+        if marker.exists():
+            held, detail = False, "the payload's command ran"
+        tally.add("bad files", name, held, detail)
+
+
+# -- bad configs and run directories ------------------------------------------------------------------------
+
+
+def bad_configs(tally: Tally, work: Path) -> None:
+    folder = work / "configs"
+    folder.mkdir()
+    tiny_text = yaml.safe_dump(TINY, sort_keys=False)
+    cases: list[tuple[str, str, tuple[str, ...]]] = [
+        ("not YAML", "family: [unclosed\n", ("not valid yaml",)),
+        ("a list, not a mapping", "- 1\n- 2\n", ("mapping",)),
+        ("a key given twice", tiny_text + "seed: 1\n", ("seed", "twice")),
+        ("a misspelt key", tiny_text + "meta_batchsize: 4\n", ("meta_batchsize",)),
+        ("iterations missing", yaml.safe_dump({k: v for k, v in TINY.items() if k != "iterations"}),
+         ("iterations",)),
+    ]
+    bad_values: list[tuple[str, Any]] = [
+        ("iterations", 0), ("iterations", "ten"), ("iterations", 2.5), ("meta_batch_size", 0),
+        ("meta_batch_size", -3), ("meta_batch_size", True), ("episodes_per_task", 0), ("inner_steps", 0),
+        ("gamma", 1.5), ("gamma", "nan"), ("gae_lambda", -0.1), ("seed", -1), ("seed", 1.5),
+        ("alpha_init", "big"), ("alpha_lr", 0), ("alpha_lr", -1e-3), ("estimator", "reinforce"),
+        ("outer", "sgd"), ("baseline", "critic"), ("alpha_granularity", "neuron"), ("algo", "reptile"),
+        ("family", "Navigation2d-v0"), ("family", "NoSuchFamily-v9"), ("family", 3), ("device", "tpu"),
+        ("sampler", "dask"), ("ray_workers", 0), ("task_chunk_size", 0), ("checkpoint_every", 0),
+        ("eval_every", -1), ("eval_tasks", 0), ("num_threads", 0), ("progress_bar", "yes"),
+        ("policy_kwargs", {"hidden_sizes": [0]}), ("policy_kwargs", {"hidden_sizes": "100"}),
+        ("policy_kwargs", {"activation": "swish"}), ("policy_kwargs", {"width": 3}),
+        ("outer_kwargs", {"lr": -1}), ("outer_kwargs", {"max_kl": 0.01}),
+        ("family_kwargs", {"no_such_argument": 1}), ("family_kwargs", "goal"),
+        ("meta_batch_size", 10**9), ("episodes_per_task", 10**9), ("eval_tasks", 10**9),
+        ("policy_kwargs", {"hidden_sizes": [10**9]}),
+    ]
+    for key, value in bad_values:
+        name = f"{key}: {value!r}"
+        top = key.split(".")[0]
+        cases.append((name, yaml.safe_dump({**TINY, key: value}, sort_keys=False), (top,)))
+    for i, (name, text, expect) in enumerate(cases):
+        path = folder / f"bad-{i}.yaml"
+        path.write_text(text)
+        run_dir = work / f"refused-run-{i}"
+        with captured_cli(["train", str(path), "--run-dir", str(run_dir)]) as result:
+            pass
+        held, detail = refused_cleanly(result, expect, codes=(2,))
+        if held and run_dir.exists():
+            held, detail = False, "refused, but the run directory was created"
+        tally.add("bad configs", name, held, detail)
+
+
+def bad_run_dirs(tally: Tally, work: Path, reference: Path) -> None:
+    config = str(work / "tiny.yaml")
+    a_file = work / "a-file"
+    a_file.write_text("not a directory\n")
+    cases: list[tuple[str, list[str], tuple[str, ...]]] = [
+        ("run dir under a file", ["train", config, "--run-dir", str(a_file / "run")], ("a-file",)),
+        ("run dir that is a file", ["train", config, "--run-dir", str(a_file)], ("a-file",)),
+        ("run dir that already holds a run", ["train", config, "--run-dir", str(reference)], ("--resume",)),
+        ("--resume of a missing dir", ["train", "--resume", str(work / "missing")], ("missing",)),
+        ("--resume of a file", ["train", "--resume", str(a_file)], ("a-file",)),
+        ("--resume of a finished run with nothing to do", ["train", "--resume", str(reference)], ()),
+    ]
+    for name, argv, expect in cases:
+        with captured_cli(argv) as result:
+            pass
+        if not expect:  # nothing to refuse: exit 0 and no traceback
+            held = result["code"] == 0 and not result["escaped"]
+            detail = result["escaped"] or result["stderr"][-200:]
+        else:
+            held, detail = refused_cleanly(result, expect)
+        tally.add("bad run dirs", name, held, detail)
+
+
+# -- report -------------------------------------------------------------------------------------------------
+
+
+def write_report(tally: Tally, out: Path, command: str, seconds: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = tally.summary()
+    (out / "fault_injection.json").write_text(json.dumps(
+        {"command": command, "seconds": round(seconds, 1), "summary": summary,
+         "cases": [case.__dict__ for case in tally.cases]}, indent=1) + "\n")
+    lines = [f"Command: `{command}` ({seconds:.0f} s)", "", "| fault | tried | held |", "|---|---|---|"]
+    lines += [f"| {kind} | {row['tried']} | {row['held']} |" for kind, row in summary.items()]
+    failed = [case for case in tally.cases if not case.held]
+    if failed:
+        lines += ["", "Not held:", ""] + [f"- {c.kind}: {c.name} ({c.detail})" for c in failed]
+    (out / "fault_injection.md").write_text("\n".join(lines) + "\n")
+
+
+def limit_memory(gigabytes: float) -> None:
+    """Cap this process's address space: a setting that would allocate without bound fails with a MemoryError
+    (counted as not held) instead of taking the machine down."""
+    import resource
+
+    limit = int(gigabytes * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kills", type=int, default=20, help="SIGKILLs in the kill storm (default 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill times (default 0)")
+    parser.add_argument("--out", default=None, help="folder for fault_injection.{json,md} (default: none)")
+    parser.add_argument("--memory-limit-gb", type=float, default=8.0,
+                        help="address-space cap of this process for the in-process cases (default 8)")
+    args = parser.parse_args()
+    limit_memory(args.memory_limit_gb)
+    command = "python scripts/fault_injection.py " + " ".join(sys.argv[1:])
+    rng = np.random.default_rng(args.seed)
+    tally = Tally()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="metasgd-faults-") as tmp:
+        work = Path(tmp)
+        reference = reference_run(work)
+        print("kill storm", flush=True)
+        kill_storm(tally, work, reference, args.kills, rng)
+        print("signals", flush=True)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal_stop(tally, work, reference, signum)
+        print("bad files", flush=True)
+        bad_files(tally, work, reference)
+        print("bad configs", flush=True)
+        bad_configs(tally, work)
+        print("bad run dirs", flush=True)
+        bad_run_dirs(tally, work, reference)
+    seconds = time.perf_counter() - start
+    print()
+    for kind, row in tally.summary().items():
+        print(f"{kind:14s} tried {row['tried']:3d}  held {row['held']:3d}")
+    if args.out:
+        write_report(tally, Path(args.out), command, seconds)
+    return 0 if all(case.held for case in tally.cases) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
