@@ -21,7 +21,7 @@ from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import concatenate, create_empty_array, iterate
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from metasgd_rl.family import SPLITS, Task, TaskFamily
+from metasgd_rl.family import SPLITS, Task, TaskFamily, one_line, task_problem
 
 #: how many tasks per split the split-disjointness check draws
 _SPLIT_SAMPLE = 50
@@ -93,17 +93,17 @@ def _task_key(task: Task) -> str:
 def _check_task_list(name: str, tasks: Any, n: int, split: str) -> None:
     if not isinstance(tasks, list) or len(tasks) != n:
         raise _fail(name, f"sample_tasks({n}, rng, split={split!r}) must return a list of {n} tasks, got {tasks!r}.")
-    for task in tasks:
+    for i, task in enumerate(tasks):
         if not isinstance(task, dict):
             raise _fail(name, f"sample_tasks(split={split!r}) returned {task!r}; a task must be a plain dict.")
-        try:
-            same = json.loads(json.dumps(task)) == task
-        except (TypeError, ValueError) as err:
+        problem = task_problem(task)
+        if problem:
             raise _fail(
                 name,
-                f"task {task!r} is not JSON-serialisable ({err}); tasks are logged and saved as JSON, "
-                "so use plain lists, floats, ints, strings and bools instead of numpy values.",
-            ) from err
+                f"sample_tasks(split={split!r}) returned a task that is not JSON-able (task {i}: {problem}); "
+                "tasks must be JSON-able dicts (they are logged with every iteration and saved as JSON).",
+            )
+        same = json.loads(json.dumps(task)) == task
         if not same:
             raise _fail(
                 name,
@@ -153,7 +153,10 @@ def _check_sampling(family: TaskFamily, name: str, n: int, seed: int) -> list[Ta
 
 
 def _make_env(family: TaskFamily, name: str, task: Task) -> gym.Env:
-    env = family.make_env(task)
+    try:
+        env = family.make_env(task)
+    except Exception as err:
+        raise _fail(name, f"make_env({task!r}) raised {one_line(err)}") from err
     if not isinstance(env, gym.Env):
         raise _fail(name, f"make_env({task!r}) must return a gymnasium.Env, got {type(env).__name__}.")
     for attr in ("observation_space", "action_space"):

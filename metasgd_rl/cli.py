@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config key; VALUE is YAML, dots reach nested keys "
                             "(outer_kwargs.max_kl=0.02). Repeatable. With --resume only iterations, "
                             "checkpoint_every, eval_every, progress_bar and the sampler keys (sampler, "
-                            "ray_address, ray_workers) may change")
+                            "ray_address, ray_workers, ray_startup_timeout) and task_chunk_size may change")
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue this run directory from its last checkpoint; the result equals an "
                             "uninterrupted run with the same seed")
@@ -335,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = shlex.join([PROG, *argv])
     reuse_freed_memory()
     from metasgd_rl.config import ConfigError
+    from metasgd_rl.family import TaskFamilyError
     from metasgd_rl.ray_sampler import RolloutWorkerError
     from metasgd_rl.run import RunError
 
@@ -345,6 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except RunError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except TaskFamilyError as err:  # a family's tasks, env or observations broke its contract: the family's code
+        resume = " (a training run keeps its last checkpoint: once the family is fixed, continue it with --resume)" \
+            if args.command == "train" else ""
+        print(f"{PROG}: error: {err}{resume}", file=sys.stderr)
         return 1
     except RolloutWorkerError as err:  # Ray actors that died, hung or could not start: not a bug of the caller
         resume = " (a training run keeps its last checkpoint: continue it with --resume)" if args.command == "train" \

@@ -40,7 +40,7 @@ MAML_FIXED = ("alpha_granularity", "learn_alpha", "alpha_parameterization", "alp
 #: the only keys ``--set`` may change when resuming: they do not change what the iterations compute (a
 #: ``task_chunk_size`` changes only the order of floating-point sums)
 RESUME_MUTABLE = ("iterations", "checkpoint_every", "eval_every", "progress_bar", "sampler", "ray_address",
-                  "ray_workers", "task_chunk_size")
+                  "ray_workers", "task_chunk_size", "ray_startup_timeout")
 
 
 class ConfigError(ValueError):
@@ -271,6 +271,7 @@ def _model_validators() -> dict[str, Validator]:
         "ray_workers": optional(integer(1)),
         "task_chunk_size": optional(integer(1)),
         "num_threads": optional(integer(1)),
+        "ray_startup_timeout": number(positive=True),
     }
 
 
@@ -372,21 +373,25 @@ def _resolve_outer_kwargs(outer: str, given: Mapping[str, Any]) -> dict[str, Any
 
 
 def _resolve_family(family: str, family_kwargs: Mapping[str, Any]) -> None:
-    from metasgd_rl.registry import list_task_families, make_task_family
+    import numpy as np
 
-    registered = list_task_families()
-    if family not in registered:
-        close = difflib.get_close_matches(family, registered, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"family={family!r} is not allowed; use a registered task family{hint}: "
-                          f"{', '.join(registered) or '(none registered)'}")
+    from metasgd_rl.family import TaskFamilyError, sample_checked_tasks
+    from metasgd_rl.registry import list_task_families, make_task_family, unknown_family_message
+
+    if family not in list_task_families():
+        raise ConfigError(f"family={family!r} is not allowed: {unknown_family_message(family)}")
     try:
-        make_task_family(family, **family_kwargs)
+        instance = make_task_family(family, **family_kwargs)
     except ImportError as err:
         raise ConfigError(f"family={family!r} cannot be used: {err}") from err
     except (ValueError, TypeError) as err:
         raise ConfigError(f"family_kwargs={dict(family_kwargs)!r} is not allowed for family {family!r}: {err}") \
             from err
+    try:  # tasks that cannot be logged as JSON are refused now, before the run directory is written
+        for split in ("train", "test"):
+            sample_checked_tasks(instance, 2, np.random.default_rng(0), split=split)
+    except TaskFamilyError as err:
+        raise ConfigError(f"family={family!r} cannot be used: {err}") from err
 
 
 # -- resolution ---------------------------------------------------------------------------------------------

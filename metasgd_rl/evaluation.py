@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from metasgd_rl.family import Task, check_split
+from metasgd_rl.family import Task, check_split, sample_checked_tasks
 from metasgd_rl.io import atomic_write_text
-from metasgd_rl.model import _int_at_least
+from metasgd_rl.model import _int_at_least, first_nonfinite_in
 from metasgd_rl.sampler import EpisodeBatch
 from metasgd_rl.stats import t_ci95
 
@@ -254,7 +254,7 @@ def evaluation_tasks(model: MetaSGD, n_tasks: int, split: str = "test", seed: Se
                       "the training distribution (the evaluation measures adaptation to tasks seen in "
                       "training, not generalisation to new ones)", UserWarning, stacklevel=3)
     task_ss, _ = _seed_sequence(seed).spawn(2)
-    return model.family.sample_tasks(n_tasks, np.random.default_rng(task_ss), split=split)
+    return sample_checked_tasks(model.family, n_tasks, np.random.default_rng(task_ss), split=split)
 
 
 def adaptation_rollouts(model: MetaSGD, tasks: Sequence[Task], steps: int, episodes: int,
@@ -308,6 +308,11 @@ def evaluate_adaptation(
     if tasks is None:
         tasks = evaluation_tasks(model, n_tasks, split, seed)
     batches = adaptation_rollouts(model, tasks, steps, episodes, seed)
+    cause = first_nonfinite_in(model.family, [(f"evaluation rollouts after {k} inner steps", b)
+                                              for k, b in enumerate(batches)], "evaluation tasks")
+    if cause:
+        warnings.warn(f"evaluate_adaptation: {cause}; the returns it affects are not finite", RuntimeWarning,
+                      stacklevel=2)
     episode_returns = np.stack([b.episode_returns().double().cpu().numpy() for b in batches], axis=1)
     episode_success = None if any(b.success is None for b in batches) else \
         np.stack([b.success.double().cpu().numpy() for b in batches], axis=1)

@@ -23,6 +23,122 @@ Task = dict[str, Any]
 SPLITS = ("train", "test")
 
 
+class TaskFamilyError(ValueError):
+    """A task family broke its contract while in use (a task that is not JSON-able, a ``make_env`` that raised, an
+    observation of the wrong shape): the one-line message names the family, the task and what to do."""
+
+
+class ObservationShapeError(TaskFamilyError):
+    """A sub-env of an :class:`EpisodeVectorEnv` returned an observation whose shape is not its space's."""
+
+    def __init__(self, sub_env: int, shape: tuple[int, ...], expected: tuple[int, ...]):
+        self.sub_env, self.shape, self.expected = sub_env, tuple(shape), tuple(expected)
+        super().__init__(f"sub-env {sub_env} returned an observation of shape {self.shape}, but the observation "
+                         f"space has shape {self.expected}")
+
+
+def family_label(family: Any) -> str:
+    """``"task family 'Name-v0'"`` (or the class name of an unregistered family), for messages."""
+    family_id = getattr(family, "id", None)
+    return f"task family {family_id!r}" if family_id else f"task family {type(family).__name__}"
+
+
+def one_line(err: BaseException) -> str:
+    """``"Type: message"`` of an exception on one line."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _type_name(value: Any) -> str:
+    cls = type(value)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _conversion_hint(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return "convert numpy arrays with .tolist()"
+    if isinstance(value, np.generic):
+        return "convert numpy scalars with .item() (or float()/int())"
+    if isinstance(value, tuple):
+        return "use a list instead of a tuple (JSON turns it into a list)"
+    if isinstance(value, (set, frozenset)):
+        return "use a sorted list instead of a set"
+    return "use lists, dicts with string keys, strings, numbers, bools or None"
+
+
+def _json_problem(value: Any, path: str) -> str | None:
+    """Why ``value`` (at ``path`` in a task) does not survive a JSON round trip unchanged, or None."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return None  # float subclasses (numpy.float64) serialise as floats
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            problem = _json_problem(item, f"{path}[{i}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (f"key {key!r} of {path!r} is a {_type_name(key)}: use string keys (JSON turns others into "
+                        "strings)")
+            problem = _json_problem(item, f"{path}.{key}")
+            if problem:
+                return problem
+        return None
+    return f"{path!r} is a {_type_name(value)}: {_conversion_hint(value)}"
+
+
+def task_problem(task: Any) -> str | None:
+    """None if ``task`` is a plain JSON-able dict that a JSON round trip gives back unchanged; else what is wrong,
+    naming the offending key and its type (``"'goal' is a numpy.ndarray: convert numpy arrays with .tolist()"``)."""
+    if not isinstance(task, dict):
+        return f"the task is a {_type_name(task)}, not a dict: {_conversion_hint(task)}"
+    for key, value in task.items():
+        if not isinstance(key, str):
+            return f"key {key!r} is a {_type_name(key)}: use string keys (JSON turns others into strings)"
+        problem = _json_problem(value, key)
+        if problem:
+            return problem
+    return None
+
+
+def checked_tasks(family: Any, tasks: Any, source: str, n: int | None = None) -> list[Task]:
+    """``tasks`` as a list, or a :class:`TaskFamilyError` naming ``family``, ``source`` (what produced them) and the
+    first task that is not a plain JSON-able dict (tasks are logged and saved as JSON)."""
+    if isinstance(tasks, (str, bytes, dict)) or not isinstance(tasks, Sequence):
+        raise TaskFamilyError(f"{family_label(family)}: {source} returned a {_type_name(tasks)}; it must return a "
+                              "list of tasks (JSON-able dicts)")
+    tasks = list(tasks)
+    if n is not None and len(tasks) != n:
+        raise TaskFamilyError(f"{family_label(family)}: {source} returned {len(tasks)} tasks; it must return {n}")
+    for i, task in enumerate(tasks):
+        problem = task_problem(task)
+        if problem:
+            raise TaskFamilyError(
+                f"{family_label(family)}: {source} returned a task that is not JSON-able (task {i}: {problem}); "
+                "tasks must be JSON-able dicts (they are logged with every iteration and saved as JSON)")
+    return tasks
+
+
+def sample_checked_tasks(family: TaskFamily, n: int, rng: np.random.Generator | int | np.random.SeedSequence,
+                 split: str = "train") -> list[Task]:
+    """``family.sample_tasks(n, rng, split)``, refused with a :class:`TaskFamilyError` unless it is a list of ``n``
+    plain JSON-able dicts (see :func:`checked_tasks`). Training and evaluation sample through this."""
+    return checked_tasks(family, family.sample_tasks(n, rng, split=split), f"sample_tasks(split={split!r})", n)
+
+
+def make_task_env(family: TaskFamily, task: Task, where: str = "") -> gym.Env:
+    """``family.make_env(task)``; an exception it raises becomes a :class:`TaskFamilyError` naming the family and
+    the task (``where``: e.g. ``" (task 3 of the meta-batch)"``), with the original exception chained."""
+    try:
+        return family.make_env(task)
+    except TaskFamilyError:
+        raise
+    except Exception as err:
+        raise TaskFamilyError(f"{family_label(family)}: make_env could not build an env for task {task!r}{where}: "
+                              f"{one_line(err)}") from err
+
+
 def as_generator(rng: np.random.Generator | int | np.random.SeedSequence) -> np.random.Generator:
     """Accept a numpy Generator, a SeedSequence or an int seed; never fall back to the global RNG."""
     if isinstance(rng, np.random.Generator):
@@ -99,10 +215,11 @@ class TaskFamily(abc.ABC):
         if episodes_per_task < 1:
             raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
         if self.asynchronous:
-            env_fns = [functools.partial(_single_episode_env, self.make_env, task)
-                       for task in tasks for _ in range(episodes_per_task)]
+            env_fns = [functools.partial(_single_episode_env, self, task, f" (tasks[{i}])")
+                       for i, task in enumerate(tasks) for _ in range(episodes_per_task)]
             return AsyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.DISABLED)
-        env_fns = [functools.partial(self.make_env, task) for task in tasks for _ in range(episodes_per_task)]
+        env_fns = [functools.partial(make_task_env, self, task, f" (tasks[{i}])")
+                   for i, task in enumerate(tasks) for _ in range(episodes_per_task)]
         return EpisodeVectorEnv(env_fns)
 
     def __repr__(self) -> str:
@@ -127,8 +244,8 @@ class SingleEpisode(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def _single_episode_env(make_env: Callable[[Task], gym.Env], task: Task) -> gym.Env:
-    return SingleEpisode(make_env(task))
+def _single_episode_env(family: TaskFamily, task: Task, where: str) -> gym.Env:
+    return SingleEpisode(make_task_env(family, task, where))
 
 
 class EpisodeVectorEnv(VectorEnv):
@@ -186,7 +303,7 @@ class EpisodeVectorEnv(VectorEnv):
             infos = self._add_info(infos, info, i)
         self._terminated[:] = False
         self._truncated[:] = False
-        self._obs = concatenate(self.single_observation_space, self._env_obs, self._obs)
+        self._concatenate()
         return np.copy(self._obs), infos
 
     def step(self, actions):
@@ -206,8 +323,25 @@ class EpisodeVectorEnv(VectorEnv):
                 kept = {key: info[key] for key in self.keep_infos if key in info}
                 if kept:
                     infos = self._add_info(infos, kept, i)
-        self._obs = concatenate(self.single_observation_space, self._env_obs, self._obs)
+        self._concatenate()
         return np.copy(self._obs), rewards, self._terminated.copy(), self._truncated.copy(), infos
+
+    @property
+    def sub_env_observations(self) -> list[Any]:
+        """The last observation of each sub-env, as the sub-env returned it."""
+        return list(self._env_obs)
+
+    def _concatenate(self) -> None:
+        """Batch the sub-envs' observations; one of the wrong shape raises :class:`ObservationShapeError` (not
+        numpy's "Output array is the wrong shape")."""
+        try:
+            self._obs = concatenate(self.single_observation_space, self._env_obs, self._obs)
+        except ValueError as err:
+            expected = self.single_observation_space.shape
+            bad = [] if expected is None else [i for i, o in enumerate(self._env_obs) if np.shape(o) != expected]
+            if not bad:
+                raise
+            raise ObservationShapeError(bad[0], np.shape(self._env_obs[bad[0]]), expected) from err
 
     def close_extras(self, **kwargs: Any) -> None:
         if self._on_close is not None:

@@ -26,7 +26,7 @@ from metasgd_rl.estimators import (
     meta_objective,
     rollout_sampler,
 )
-from metasgd_rl.family import Task, TaskFamily
+from metasgd_rl.family import Task, TaskFamily, family_label, sample_checked_tasks
 from metasgd_rl.io import atomic_torch_save
 from metasgd_rl.outer import OUTER_OPTIMIZERS, make_outer_optimizer
 from metasgd_rl.policies import Policy, make_policy, observation_features
@@ -77,6 +77,26 @@ def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not allowed; use one of {list(allowed)}")
     return value
+
+
+def nonfinite_report(family: TaskFamily, batch: MetaBatch) -> str | None:
+    """Where the first NaN or inf reward or observation of a meta-batch's rollouts is (task, stage, step), or None."""
+    stages = [(f"pre-adaptation rollouts of inner step {k + 1}", b) for k, b in enumerate(batch.pre_batches)]
+    return first_nonfinite_in(family, [*stages, ("post-adaptation rollouts", batch.post_batch)], "meta-batch")
+
+
+def first_nonfinite_in(family: TaskFamily, stages: Sequence[tuple[str, EpisodeBatch]], tasks_of: str) -> str | None:
+    """``"task t of the <tasks_of> ({task}) got a non-finite reward (nan) at step 3 of episode 0 in <stage>; ..."`` for
+    the first batch of ``stages`` that has a NaN or inf, or None."""
+    for stage, episodes in stages:
+        found = episodes.first_nonfinite()
+        if found is not None:
+            what, value, t, e, step = found
+            at = "from reset" if step == 0 else f"at step {step}"
+            return (f"task {t} of the {tasks_of} ({episodes.tasks[t]!r}) got a non-finite {what} ({value}) {at} of "
+                    f"episode {e} in the {stage} of {family_label(family)}: its env must return finite rewards and "
+                    "observations")
+    return None
 
 
 class AdaptedPolicy:
@@ -177,6 +197,7 @@ class MetaSGD:
         ray_workers: int | None = None,
         task_chunk_size: int | None = None,
         num_threads: int | None = 1,
+        ray_startup_timeout: float = 120.0,
     ):
         if isinstance(family, str):
             self.family = make_task_family(family, **dict(family_kwargs or {}))
@@ -208,7 +229,8 @@ class MetaSGD:
         self.task_chunk_size = None if task_chunk_size is None else _positive_int("task_chunk_size", task_chunk_size)
         #: torch's CPU threads while this model computes (None: the process's setting); see metasgd_rl.threads
         self.num_threads = None if num_threads is None else _positive_int("num_threads", num_threads)
-        self._sample_fn = make_sampler(self.sampler, self.family, ray_address, ray_workers)
+        self.ray_startup_timeout = ray_startup_timeout
+        self._sample_fn = make_sampler(self.sampler, self.family, ray_address, ray_workers, ray_startup_timeout)
         self.alpha_optimizer = _choice("alpha_optimizer", alpha_optimizer, ALPHA_OPTIMIZERS)
         if isinstance(alpha_lr, bool) or not isinstance(alpha_lr, (int, float)) or not (
                 np.isfinite(alpha_lr) and alpha_lr > 0):
@@ -267,6 +289,7 @@ class MetaSGD:
             ray_workers=self.ray_workers,
             task_chunk_size=self.task_chunk_size,
             num_threads=self.num_threads,
+            ray_startup_timeout=self.ray_startup_timeout,
         )
 
     @property
@@ -342,7 +365,7 @@ class MetaSGD:
     # -- training --------------------------------------------------------------------------------
     def sample_train_tasks(self, iteration: int) -> list[Task]:
         rng = np.random.default_rng(self._seed_sequence(_TRAIN_TASKS, iteration))
-        return self.family.sample_tasks(self.meta_batch_size, rng, split="train")
+        return sample_checked_tasks(self.family, self.meta_batch_size, rng, split="train")
 
     def _alpha_params(self) -> list[torch.nn.Parameter]:
         """The α tensors trained by α's own optimiser ([] when α is fixed or trained jointly)."""
@@ -414,8 +437,10 @@ class MetaSGD:
         stats, timings, rejected = self.outer_update(batch)
         if rejected:
             unchanged = "θ is unchanged; α took its own step" if "alpha_grad_norm" in stats else "θ and α are unchanged"
-            warnings.warn(f"iteration {self.iteration + 1}: the {self.outer} update was rejected (non-finite "
-                          f"values or no acceptable step); {unchanged}", RuntimeWarning, stacklevel=2)
+            cause = nonfinite_report(self.family, batch)
+            why = f"because {cause}" if cause else "(non-finite values or no acceptable step)"
+            warnings.warn(f"iteration {self.iteration + 1}: the {self.outer} update was rejected {why}; {unchanged}",
+                          RuntimeWarning, stacklevel=2)
         self.iteration += 1
         post_success = batch.post_success
         success = {} if post_success is None else {"pre_success": batch.pre_success, "post_success": post_success}

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metasgd_rl.family import Task, TaskFamily
+from metasgd_rl.family import Task, TaskFamily, TaskFamilyError, one_line
 from metasgd_rl.policies import Policy
 from metasgd_rl.sampler import EpisodeBatch, concat_chunks, rollout_chunk, rollout_seeds
 
@@ -57,23 +57,34 @@ class RolloutWorker:
 
     def __init__(self, spec: TaskFamily | tuple[str, dict[str, Any]], num_threads: int = 1):
         torch.set_num_threads(num_threads)
+        #: why the family could not be made here: :meth:`ping` reports it, so that the learner says it in one line
+        #: (an actor whose constructor raised would be restarted and then reported as dead)
+        self.error: str | None = None
+        self.family: TaskFamily | None = None
         if isinstance(spec, TaskFamily):
             self.family = spec
-        else:
-            from metasgd_rl.registry import make_task_family
+            return
+        from metasgd_rl.registry import make_task_family
 
-            family_id, kwargs = spec
+        family_id, kwargs = spec
+        try:
             self.family = make_task_family(family_id, **kwargs)
+        except Exception as err:  # noqa: BLE001 (reported to the learner by ping)
+            self.error = (f"a Ray rollout actor could not make task family {family_id!r} (an actor rebuilds the "
+                          f"family from its id in a fresh process): {one_line(err)}")
 
     def rollout(self, policy: Policy, params: Mapping[str, torch.Tensor], tasks: Sequence[Task], episodes: int,
                 env_seed: int, noise_seed: int, first_task: int, total_tasks: int) -> EpisodeBatch:
+        if self.family is None:
+            raise RolloutWorkerError(self.error)
         return rollout_chunk(self.family, policy, params, tasks, episodes, env_seed, noise_seed, first_task,
                              total_tasks)
 
-    def ping(self) -> int:
+    def ping(self) -> tuple[int, str | None]:
+        """The actor's process id, and why it cannot roll out (None when it can)."""
         import os
 
-        return os.getpid()
+        return os.getpid(), self.error
 
 
 class RaySampler:
@@ -130,17 +141,31 @@ class RaySampler:
         if new:
             pings = [actor.ping.remote() for actor in new]
             _, waiting = self.ray.wait(pings, num_returns=len(pings), timeout=self.startup_timeout)
-            if waiting:
+            errors = [error for _, error in self.ray.get([p for p in pings if p not in waiting]) if error]
+            if waiting or errors:
                 for actor in new:
                     self.ray.kill(actor)
-                free = self.ray.available_resources().get("CPU", 0.0)
-                total = self.ray.cluster_resources().get("CPU", 0.0)
-                raise RolloutWorkerError(
-                    f"{len(waiting)} of {len(new)} new Ray rollout actors (num_cpus={self.num_cpus:g} each) did not "
-                    f"start within startup_timeout={self.startup_timeout:g} s; the cluster has {total:g} CPUs, "
-                    f"{free:g} free: use fewer workers (ray_workers) or free the CPUs")
+            if errors:
+                raise RolloutWorkerError(errors[0])
+            if waiting:
+                raise RolloutWorkerError(startup_timeout_message(
+                    len(waiting), len(new), self.num_cpus, self.startup_timeout,
+                    total_cpus=self.ray.cluster_resources().get("CPU", 0.0),
+                    free_cpus=self._free_cpus(len(new) * self.num_cpus)))
             self._actors += new
         return self._actors[:count]
+
+    def _free_cpus(self, wanted: float, wait: float = 3.0) -> float:
+        """Ray's free CPUs once those of just-killed actors are back (Ray releases them asynchronously): polls for
+        up to ``wait`` seconds until ``wanted`` CPUs are free."""
+        import time
+
+        deadline = time.monotonic() + wait
+        while True:
+            free = self.ray.available_resources().get("CPU", 0.0)
+            if free >= wanted or time.monotonic() >= deadline:
+                return free
+            time.sleep(0.1)
 
     def close(self) -> None:
         """Kill the actors (Ray itself stays up: it may be shared with other users in this process)."""
@@ -197,6 +222,8 @@ class RaySampler:
             try:
                 results.append(self.ray.get(ref))
             except exceptions.RayTaskError as err:  # the environment or policy raised: show the real error
+                if isinstance(getattr(err, "cause", None), TaskFamilyError):  # its one-line message, as locally
+                    raise TaskFamilyError(str(err.cause)) from None
                 raise err.as_instanceof_cause() from None
             except exceptions.RayActorError as err:
                 self.close()
@@ -204,6 +231,27 @@ class RaySampler:
                     f"the Ray rollout actor for tasks {first}..{last - 1} died and was restarted "
                     f"max_restarts={self.max_restarts} times without finishing: {err}") from err
         return results
+
+
+def startup_timeout_message(waiting: int, new: int, num_cpus: float, startup_timeout: float, total_cpus: float,
+                            free_cpus: float) -> str:
+    """Why ``waiting`` of ``new`` actors did not answer within ``startup_timeout`` seconds, and what to do.
+
+    ``free_cpus``: Ray's free CPUs after those actors were killed. Fewer than the actors need: they could not be
+    placed (too few CPUs, or other Ray work holds them). Otherwise Ray had placed them and they were merely slow to
+    start (an actor imports torch, gymnasium and the family's modules: minutes on a heavily loaded machine).
+    """
+    needed = new * num_cpus
+    head = (f"{waiting} of {new} new Ray rollout actors (num_cpus={num_cpus:g} each) did not start within "
+            f"startup_timeout={startup_timeout:g} s")
+    if free_cpus < needed:
+        return (f"{head}: they need {needed:g} CPUs but Ray has only {free_cpus:g} of its {total_cpus:g} CPUs free "
+                "(the rest are held by this sampler's other actors or by other Ray work); use fewer workers "
+                "(ray_workers) or free the CPUs")
+    return (f"{head}, although Ray has the CPUs for them ({free_cpus:g} of {total_cpus:g} free): they were slow to "
+            "start (an actor imports torch, gymnasium and the family's modules, which can take minutes on a heavily "
+            "loaded machine); raise the timeout (config key ray_startup_timeout, or "
+            "RaySampler(startup_timeout=...)) or reduce the load")
 
 
 def _cpu_copy(policy: Policy) -> Policy:
@@ -220,14 +268,16 @@ def _ranges(chunks: Sequence[tuple[int, int]]) -> str:
     return ", ".join(f"{first}..{last - 1}" for first, last in chunks)
 
 
-def make_sampler(kind: str, family: TaskFamily, ray_address: str | None = None, ray_workers: int | None = None):
-    """``"local"``: :func:`~metasgd_rl.sampler.sample_episodes`; ``"ray"``: a :class:`RaySampler`."""
+def make_sampler(kind: str, family: TaskFamily, ray_address: str | None = None, ray_workers: int | None = None,
+                 ray_startup_timeout: float = 120.0):
+    """``"local"``: :func:`~metasgd_rl.sampler.sample_episodes`; ``"ray"``: a :class:`RaySampler`
+    (``ray_startup_timeout``: its ``startup_timeout``)."""
     from metasgd_rl.sampler import sample_episodes
 
     if kind == "local":
         return sample_episodes
     if kind == "ray":
-        return RaySampler(family, address=ray_address, num_workers=ray_workers)
+        return RaySampler(family, address=ray_address, num_workers=ray_workers, startup_timeout=ray_startup_timeout)
     raise ValueError(f"sampler={kind!r} is not allowed; use one of {list(SAMPLERS)}")
 
 

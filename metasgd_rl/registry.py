@@ -9,6 +9,7 @@ their modules are imported only when a family is made, so one broken plugin does
 from __future__ import annotations
 
 import importlib
+import json
 import threading
 import warnings
 from collections.abc import Callable
@@ -168,19 +169,48 @@ def _resolve(spec: FamilySpec) -> Callable[..., TaskFamily]:
         ) from err
 
 
+def close_family_ids(family_id: str, ids: list[str] | None = None) -> list[str]:
+    """Registered ids (at most 3, closest first) that ``family_id`` likely means: their names without the version
+    suffix (``-v0``) are alike or one starts with the other, so that a shared suffix alone is no resemblance."""
+    import difflib
+    import re
+
+    def stem(name: str) -> str:
+        return re.sub(r"-v\d+$", "", str(name)).lower()
+
+    _load_plugins()
+    target = stem(family_id)
+    scored = []
+    for i in sorted(_REGISTRY) if ids is None else ids:
+        other = stem(i)
+        ratio = difflib.SequenceMatcher(None, target, other).ratio()
+        prefix = min(len(target), len(other)) >= 4 and (other.startswith(target) or target.startswith(other))
+        if ratio >= 0.8 or prefix:
+            scored.append((-ratio, i))
+    return [i for _, i in sorted(scored)][:3]
+
+
+def unknown_family_message(family_id: str) -> str:
+    """One line: ``family_id`` is not registered in this process, how to make it known everywhere, close ids."""
+    _load_plugins()
+    close = close_family_ids(family_id)
+    hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+    return (
+        f"unknown task family {family_id!r}: it is not registered in this process. {hint}A family registered with "
+        "register_task_family() or @register_task_family exists only in a process that imported the module doing "
+        "it; the metasgd-rl command and Ray workers are fresh processes, so declare it as an entry point of your "
+        f"package (pyproject.toml: [project.entry-points.\"{ENTRY_POINT_GROUP}\"] {json.dumps(str(family_id))} = "
+        "\"your_package.module:YourFamily\", then pip install -e .), or, in Python, import that module first. "
+        f"Registered families: {', '.join(sorted(_REGISTRY)) or '(none)'}"
+    )
+
+
 def make_task_family(family_id: str, **kwargs: Any) -> TaskFamily:
     """Build the family registered as ``family_id``; ``kwargs`` override the registered defaults."""
     _load_plugins()
     spec = _REGISTRY.get(family_id)
     if spec is None:
-        import difflib
-
-        close = difflib.get_close_matches(str(family_id), _REGISTRY, n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise UnknownTaskFamilyError(
-            f"unknown task family {family_id!r}.{hint} Registered families: "
-            f"{', '.join(sorted(_REGISTRY)) or '(none)'}"
-        )
+        raise UnknownTaskFamilyError(unknown_family_message(family_id))
     factory = _resolve(spec)
     family = factory(**{**spec.kwargs, **kwargs})
     if not isinstance(family, TaskFamily):

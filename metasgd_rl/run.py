@@ -399,7 +399,7 @@ def _load_checkpoint(path: Path, config: Mapping[str, Any]) -> MetaSGD:
         # the sampler and the chunking may change on resume (same batches, same updates up to rounding);
         # everything else comes from the checkpoint
         model = MetaSGD.load(path, **{k: config[k] for k in ("sampler", "ray_address", "ray_workers",
-                                                             "task_chunk_size")})
+                                                             "task_chunk_size", "ray_startup_timeout")})
     except Exception as err:  # a checkpoint is only ever replaced atomically: report, do not guess
         raise RunError(f"cannot load {path}: {type(err).__name__}: {err}") from err
     expected = model_class(config["algo"])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from metasgd_rl.family import EpisodeVectorEnv, Task, TaskFamily
+from metasgd_rl.family import EpisodeVectorEnv, ObservationShapeError, Task, TaskFamily, TaskFamilyError, family_label
 from metasgd_rl.policies import Policy, observation_features
 
 
@@ -59,6 +60,24 @@ class EpisodeBatch:
     def success_rates(self) -> torch.Tensor | None:
         """Fraction of successful episodes per task, ``[T]``; None for a family without a success flag."""
         return None if self.success is None else self.success.mean(-1)
+
+    def first_nonfinite(self) -> tuple[str, float, int, int, int] | None:
+        """The first (by task, episode, step) NaN or inf among the rewards and observations of steps that happened:
+        ``(what, value, task, episode, step)`` with ``what`` "reward" or "observation" and ``step`` counting the
+        env's ``step`` calls from 1 (an observation at step 0 came from ``reset``); None if all are finite."""
+        valid = self.mask > 0
+        found = []
+        bad = ~torch.isfinite(self.rewards) & valid
+        if bool(bad.any()):
+            h, t, e = (int(i) for i in min(bad.nonzero().tolist(), key=lambda i: (i[1], i[2], i[0])))
+            found.append(((t, e, h + 1), ("reward", float(self.rewards[h, t, e]), t, e, h + 1)))
+        obs = self.observations.reshape(*self.mask.shape, -1)
+        bad_obs = ~torch.isfinite(obs).all(-1) & valid
+        if bool(bad_obs.any()):
+            h, t, e = (int(i) for i in min(bad_obs.nonzero().tolist(), key=lambda i: (i[1], i[2], i[0])))
+            value = obs[h, t, e][~torch.isfinite(obs[h, t, e])][0]
+            found.append(((t, e, h), ("observation", float(value), t, e, h)))
+        return min(found)[1] if found else None
 
     def task_major(self, x: torch.Tensor) -> torch.Tensor:
         """``[H, T, E, ...]`` -> ``[T, H, E, ...]``, the layout per-task parameters expect."""
@@ -145,6 +164,7 @@ def rollout_chunk(
     params = {n: p.detach() for n, p in params.items()}
     success_key = getattr(family, "success_key", None)
     venv = family.make_vector_env(tasks, episodes)
+    checked = _ObservationCheck(family, venv, tasks, first_task, episodes)
     if isinstance(venv, EpisodeVectorEnv):
         venv.keep_infos = (success_key,) if success_key else False
     try:
@@ -156,13 +176,13 @@ def rollout_chunk(
             )
         obs_space = family.observation_space
         discrete_actions = hasattr(policy, "n_actions")
-        raw_obs, _ = venv.reset(seed=env_seed + first_task * episodes)
+        raw_obs, _ = checked(0, venv.reset, seed=env_seed + first_task * episodes)
         observations, actions, rewards, alive_steps = [], [], [], []
         alive = np.ones(n_envs, dtype=bool)
         success = np.zeros(n_envs, dtype=bool)
         zero = torch.zeros((), device=device)
         sample_actions = policy.action_sampler(params)
-        for _ in range(horizon):
+        for step in range(1, horizon + 1):
             obs = observation_features(obs_space, torch.as_tensor(raw_obs, device=device))
             obs = obs.reshape(num_tasks, episodes, -1)
             noise = policy.draw_noise((total_tasks, episodes), generator, device)[task_slice]
@@ -174,7 +194,7 @@ def rollout_chunk(
             actions.append(action)
             alive_steps.append(alive.copy())
             env_action = action.cpu().numpy().reshape(n_envs, *(() if discrete_actions else (-1,)))
-            raw_obs, reward, terminated, truncated, infos = venv.step(env_action)
+            raw_obs, reward, terminated, truncated, infos = checked(step, venv.step, env_action)
             rewards.append(np.where(alive, reward, 0.0))
             if success_key:
                 success |= alive & info_flags(infos, success_key, n_envs)
@@ -195,6 +215,48 @@ def rollout_chunk(
         success=torch.as_tensor(success.reshape(num_tasks, episodes), dtype=torch.float32, device=device)
         if success_key else None,
     )
+
+
+class _ObservationCheck:
+    """Calls ``venv.reset`` / ``venv.step`` and refuses observations whose shape is not the family's
+    ``observation_space``'s with a :class:`TaskFamilyError` naming the family, the task, both shapes and the step
+    (instead of numpy's "Output array is the wrong shape" or a policy fed the wrong features)."""
+
+    def __init__(self, family: TaskFamily, venv: Any, tasks: list[Task], first_task: int, episodes: int):
+        self.family, self.venv, self.tasks, self.first_task, self.episodes = family, venv, tasks, first_task, episodes
+        shape = family.observation_space.shape
+        self.expected = None if shape is None else tuple(shape)
+        self.batch_shape = None if shape is None else (len(tasks) * episodes, *shape)
+
+    def __call__(self, step: int, call: Any, *args: Any, **kwargs: Any) -> tuple:
+        try:
+            out = call(*args, **kwargs)
+        except ObservationShapeError as err:
+            raise self.error(step, err.sub_env, err.shape) from err
+        obs = out[0]
+        if self.batch_shape is not None and isinstance(obs, np.ndarray) and obs.shape != self.batch_shape:
+            bad = None
+            if isinstance(self.venv, EpisodeVectorEnv):
+                bad = next(((i, np.shape(o)) for i, o in enumerate(self.venv.sub_env_observations)
+                            if np.shape(o) != self.expected), None)
+            if bad is not None:
+                raise self.error(step, *bad)
+            raise TaskFamilyError(
+                f"{family_label(self.family)}: make_vector_env's env returned observations of shape {obs.shape} "
+                f"{self.when(step)} for {len(self.tasks)} tasks x {self.episodes} episodes; expected "
+                f"{self.batch_shape} (family.observation_space has shape {self.expected})")
+        return out
+
+    def when(self, step: int) -> str:
+        return "at reset" if step == 0 else f"at step {step}"
+
+    def error(self, step: int, sub_env: int, shape: tuple[int, ...]) -> TaskFamilyError:
+        t = sub_env // self.episodes
+        return TaskFamilyError(
+            f"{family_label(self.family)}: the env of task {self.first_task + t} of the meta-batch "
+            f"({self.tasks[t]!r}) returned an observation of shape {tuple(shape)} {self.when(step)} (episode "
+            f"{sub_env % self.episodes}), but family.observation_space has shape {self.expected}; make_env must "
+            "build envs whose observations match the family's observation_space")
 
 
 def info_flags(infos: Mapping[str, object], key: str, num_envs: int) -> np.ndarray:

@@ -151,7 +151,8 @@ def test_more_actors_than_the_cluster_can_place_is_an_error_not_a_hang(local_ray
     policy = make_policy(family.observation_space, family.action_space, hidden_sizes=(8,))
     tasks = family.sample_tasks(3, np.random.default_rng(0))
     sampler = RaySampler(family, num_workers=3, startup_timeout=10)  # 3 actors x 1 CPU on 2 CPUs
-    with pytest.raises(RolloutWorkerError, match="did not start within startup_timeout=10 s; the cluster has 2 CPUs"):
+    with pytest.raises(RolloutWorkerError, match="did not start within startup_timeout=10 s: they need 3 CPUs but Ray "
+                                                 "has only 2 of its 2 CPUs free"):
         sampler(family, policy, policy.task_parameters(3), tasks, 1, seed=0)
     assert sampler._actors == []
 
