@@ -351,6 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             else ""
         print(f"{PROG}: error: rollouts on Ray failed: {err}{resume}", file=sys.stderr)
         return 1
+    except MemoryError:  # what the up-front estimate (metasgd_rl.memory) did not foresee
+        resume = " (a training run keeps its last checkpoint: continue it with --resume)" if args.command == "train" \
+            else ""
+        print(f"{PROG}: error: out of memory; lower meta_batch_size, episodes_per_task, eval_tasks or the hidden "
+              f"sizes (or --tasks / --episodes){resume}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,6 +26,7 @@ import io
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -41,6 +42,7 @@ from metasgd_rl.config import (
     ConfigError,
     apply_overrides,
     build_model,
+    check_config_memory,
     load_config,
     model_class,
     read_yaml_file,
@@ -253,12 +255,10 @@ class Run:
         """
         config = dict(config)
         directory = Path(config["run_dir"])
-        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-            raise ConfigError(f"run_dir={str(directory)!r} is not allowed: it already exists and is not empty; "
-                              f"use a new run_dir (--run-dir) or continue that run with --resume {directory}")
+        _check_new_run_dir(directory)
+        check_config_memory(config)
         model = build_model(config)
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(directory / CONFIG_FILE, _config_text(config))
+        _create_run_dir(directory, _config_text(config))
         return cls(directory, config, model)
 
     @classmethod
@@ -273,9 +273,13 @@ class Run:
         """
         directory = Path(directory)
         config_file = directory / CONFIG_FILE
+        if directory.exists() and not directory.is_dir():
+            raise ConfigError(f"--resume {str(directory)!r} is not allowed: it is a file, not a run directory; give "
+                              f"the run directory (the folder that holds {CONFIG_FILE} and {CHECKPOINT_FILE})")
         if not config_file.is_file():
             raise ConfigError(f"--resume {str(directory)!r} is not allowed: it has no {CONFIG_FILE}; use a run "
                               "directory written by 'metasgd-rl train'")
+        _check_writable_run(directory)
         raw = read_yaml_file(config_file)
         saved = resolve_config(with_legacy_defaults(raw, alpha=raw.get("algo", "metasgd") != "maml"))
         config = _resume_config(saved, directory, list(sets), config_path)
@@ -285,11 +289,16 @@ class Run:
             raise ConfigError(f"iterations={config['iterations']} is not allowed: the checkpoint is at iteration "
                               f"{model.iteration}; use an integer >= {model.iteration}")
         run = cls(directory, config, model, resumed=True, has_checkpoint=has_checkpoint)
-        run._remove_temporary_files()
-        run.metrics.truncate(model.iteration)
-        run.tasks.truncate(model.iteration)
-        if any(config[k] != saved[k] for k in RESUME_MUTABLE):
-            atomic_write_text(config_file, _config_text(config))
+        try:
+            run._remove_temporary_files()
+            run.metrics.truncate(model.iteration)
+            run.tasks.truncate(model.iteration)
+            if any(config[k] != saved[k] for k in RESUME_MUTABLE):
+                atomic_write_text(config_file, _config_text(config))
+        except OSError as err:
+            raise RunError(f"cannot resume {directory}: writing {err.filename or 'its files'} failed "
+                           f"({err.strerror or err}); make the run directory writable, or copy it to a writable "
+                           "place and resume the copy") from err
         return run
 
     # -- training -----------------------------------------------------------------------------------------
@@ -372,6 +381,58 @@ class Run:
         for name in (CONFIG_FILE, METRICS_FILE, TASKS_FILE, CHECKPOINT_FILE, FINAL_FILE):
             for tmp in self.directory.glob(f".{name}.*.tmp"):
                 tmp.unlink(missing_ok=True)
+
+
+def _check_new_run_dir(directory: Path) -> None:
+    """Refuse (:class:`ConfigError`) a run directory that cannot hold a new run: an existing file, a non-empty
+    folder, a path under a file, a place without write permission."""
+    name = str(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"run_dir={name!r} is not allowed: it is a file; use a new directory path (--run-dir DIR)")
+    if directory.is_dir() and any(directory.iterdir()):
+        if (directory / CONFIG_FILE).is_file():
+            raise ConfigError(f"run_dir={name!r} is not allowed: it already holds a run; use a new run_dir "
+                              f"(--run-dir) or continue that run with --resume {directory}")
+        raise ConfigError(f"run_dir={name!r} is not allowed: it already exists and is not empty (and holds no run); "
+                          "use a new or empty directory (--run-dir)")
+    existing = directory.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"run_dir={name!r} is not allowed: {str(existing)!r} is a file, not a directory; use a "
+                          "run_dir whose parent is a directory (--run-dir)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "it" if existing == directory.absolute() else f"{str(existing)!r}"
+        raise ConfigError(f"run_dir={name!r} is not allowed: {where} is not writable (permission denied); use a "
+                          f"run_dir in a writable directory (--run-dir DIR)")
+
+
+def _create_run_dir(directory: Path, config_text: str) -> None:
+    """Create ``directory`` and write its ``config.yaml``; an OS error becomes a :class:`RunError` (and a
+    directory created here is removed again)."""
+    created = not directory.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / CONFIG_FILE, config_text)
+    except OSError as err:
+        if created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise RunError(f"cannot create the run directory {directory}: {err.strerror or err}"
+                       f"{f' ({err.filename})' if err.filename else ''}; use a run_dir in a writable directory "
+                       "(--run-dir DIR)") from err
+
+
+def _check_writable_run(directory: Path) -> None:
+    """Refuse (:class:`ConfigError`) to resume a run whose directory or logs cannot be written: resuming truncates
+    the logs, appends to them and replaces the checkpoint."""
+    for path in (directory, directory / METRICS_FILE, directory / TASKS_FILE):
+        if path.exists() and not os.access(path, os.W_OK):
+            what = "the run directory" if path == directory else f"its {path.name}"
+            raise ConfigError(f"--resume {str(directory)!r} is not allowed: {what} is not writable (permission "
+                              f"denied), and resuming rewrites its logs and checkpoint; make it writable "
+                              f"(chmod -R u+w {shlex.quote(str(directory))}) or copy the run directory to a writable "
+                              "place and resume the copy")
 
 
 def _resume_config(saved: dict[str, Any], directory: Path, sets: list[str],
