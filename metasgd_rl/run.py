@@ -50,8 +50,9 @@ from metasgd_rl.config import (
     yaml_dump,
 )
 from metasgd_rl.evaluation import evaluate_adaptation
+from metasgd_rl.gym_family import env_import_message, module_env_ids
 from metasgd_rl.io import atomic_write_text, fsync_path
-from metasgd_rl.model import MetaSGD, with_legacy_defaults
+from metasgd_rl.model import EnvImportError, MetaSGD, with_legacy_defaults
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -263,13 +264,17 @@ class Run:
 
     @classmethod
     def resume(cls, directory: str | os.PathLike, sets: Iterable[str] = (),
-               config_path: str | os.PathLike | None = None) -> Run:
+               config_path: str | os.PathLike | None = None, allow_env_imports: bool = False) -> Run:
         """Continue the run in ``directory`` from its ``checkpoint.pt`` (from iteration 0 if there is none).
 
         ``config_path`` (optional) and ``sets`` may change only the
         :data:`~metasgd_rl.config.RESUME_MUTABLE` keys (``iterations``, ...); any other key they give must
         equal the run's. Everything is checked first; then stale temporary files of interrupted writes are
         removed, the logs are truncated to the checkpoint's iteration and ``config.yaml`` is updated.
+
+        ``allow_env_imports``: a run whose ``family_kwargs`` give a module-qualified gymnasium id
+        (``env_id="some.module:Env-v0"``) is refused unless this is True (CLI: ``--allow-env-imports``): the run
+        directory is a file like a checkpoint, and building its family would import that module.
         """
         directory = Path(directory)
         config_file = directory / CONFIG_FILE
@@ -281,10 +286,15 @@ class Run:
                               "directory written by 'metasgd-rl train'")
         _check_writable_run(directory)
         raw = read_yaml_file(config_file)
+        imports = [] if allow_env_imports else module_env_ids(raw.get("family_kwargs"))
+        if imports:
+            raise ConfigError(env_import_message(imports[0], f"--resume {str(directory)!r}: its {CONFIG_FILE}",
+                                                 "Run.resume(..., allow_env_imports=True)"))
         saved = resolve_config(with_legacy_defaults(raw, alpha=raw.get("algo", "metasgd") != "maml"))
         config = _resume_config(saved, directory, list(sets), config_path)
         has_checkpoint = (directory / CHECKPOINT_FILE).is_file()
-        model = _load_checkpoint(directory / CHECKPOINT_FILE, config) if has_checkpoint else build_model(config)
+        model = _load_checkpoint(directory / CHECKPOINT_FILE, config, allow_env_imports) if has_checkpoint \
+            else build_model(config)
         if model.iteration > config["iterations"]:
             raise ConfigError(f"iterations={config['iterations']} is not allowed: the checkpoint is at iteration "
                               f"{model.iteration}; use an integer >= {model.iteration}")
@@ -455,12 +465,14 @@ def _resume_config(saved: dict[str, Any], directory: Path, sets: list[str],
     return {**saved, **{k: given[k] for k in RESUME_MUTABLE}, "run_dir": str(directory)}
 
 
-def _load_checkpoint(path: Path, config: Mapping[str, Any]) -> MetaSGD:
+def _load_checkpoint(path: Path, config: Mapping[str, Any], allow_env_imports: bool = False) -> MetaSGD:
     try:
         # the sampler and the chunking may change on resume (same batches, same updates up to rounding);
         # everything else comes from the checkpoint
-        model = MetaSGD.load(path, **{k: config[k] for k in ("sampler", "ray_address", "ray_workers",
-                                                             "task_chunk_size")})
+        model = MetaSGD.load(path, allow_env_imports=allow_env_imports,
+                             **{k: config[k] for k in ("sampler", "ray_address", "ray_workers", "task_chunk_size")})
+    except EnvImportError as err:
+        raise ConfigError(str(err)) from err
     except Exception as err:  # a checkpoint is only ever replaced atomically: report, do not guess
         raise RunError(f"cannot load {path}: {type(err).__name__}: {err}") from err
     expected = model_class(config["algo"])

@@ -1,16 +1,21 @@
 """Issue 14: what a user feeds the loaders and the CLI ends in one clear line, never a traceback or a silent wrong
-result: run directories that cannot be used, settings whose memory cannot fit."""
+result: module imports named by checkpoint files, checkpoints whose config does not match their tensors, run
+directories that cannot be used, settings whose memory cannot fit."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from metasgd_rl.cli import main
 from metasgd_rl.config import ConfigError, load_config, resolve_config
 from metasgd_rl.memory import MemoryCheckError, available_memory, check_memory, estimate_memory
+from metasgd_rl.model import CheckpointError, EnvImportError, MetaSGD
 from metasgd_rl.run import Run, RunError
 from tests.tiny_config import TINY, write_config
 
@@ -26,6 +31,121 @@ def one_error_line(capsys) -> str:
     err = capsys.readouterr().err
     assert err.startswith("metasgd-rl: error: ") and err.count("\n") == 1, err
     return err
+
+
+# -- point 1: a file does not get to import a module -----------------------------------------------------------
+
+
+@pytest.fixture
+def sentinel_module(tmp_path, monkeypatch):
+    """A module on sys.path that records its import in a file; returns (module name, marker path)."""
+    name = f"sentinel_env_{os.getpid()}_{tmp_path.name}".replace("-", "_")
+    marker = tmp_path / "imported"
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    yield name, marker
+    sys.modules.pop(name, None)
+
+
+def set_env_id(path: Path, env_id: str) -> None:
+    """Rewrite the family's env_id inside a saved checkpoint."""
+    state = torch.load(path, weights_only=True)
+    config = json.loads(state["config"])
+    config["family_kwargs"]["env_id"] = env_id
+    state["config"] = json.dumps(config)
+    torch.save(state, path)
+
+
+def cartpole_model() -> MetaSGD:
+    return MetaSGD("GymEnv-v0", family_kwargs=dict(env_id="CartPole-v1", parameters=CARTPOLE, max_episode_steps=5),
+                   policy_kwargs=dict(hidden_sizes=(4,)), meta_batch_size=1, episodes_per_task=1, outer="adam")
+
+
+def test_a_checkpoint_naming_a_module_env_id_is_refused_unless_allowed(tmp_path, sentinel_module, capsys):
+    name, marker = sentinel_module
+    path = cartpole_model().save(tmp_path / "m.pt")
+    set_env_id(path, f"{name}:CartPole-v1")
+    with pytest.raises(EnvImportError, match=rf"env_id='{name}:CartPole-v1'.*import the Python module '{name}'"
+                                             r".*--allow-env-imports \(Python: allow_env_imports=True\)"):
+        MetaSGD.load(path)
+    assert main(["evaluate", str(path), "--tasks", "1", "--steps", "0"]) == 2
+    err = one_error_line(capsys)
+    assert f"'{name}:CartPole-v1'" in err and "--allow-env-imports" in err
+    assert not marker.exists() and name not in sys.modules  # nothing was imported
+    model = MetaSGD.load(path, allow_env_imports=True)  # the opt-in does what it says
+    assert marker.exists() and model.family.make_kwargs["env_id"] == f"{name}:CartPole-v1"
+
+
+def test_resuming_a_run_whose_config_names_a_module_env_id_needs_the_flag(tmp_path, sentinel_module, capsys):
+    name, marker = sentinel_module
+    config = {**TINY, "family": "GymEnv-v0", "iterations": 1, "eval_every": 0, "meta_batch_size": 1,
+              "episodes_per_task": 1, "policy_kwargs": dict(hidden_sizes=[4]),
+              "family_kwargs": dict(env_id="CartPole-v1", parameters=CARTPOLE, max_episode_steps=5)}
+    run_dir = tmp_path / "run"
+    Run.create(resolve_config({**config, "run_dir": str(run_dir)}))
+    text = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(text.replace("env_id: CartPole-v1", f"env_id: {name}:CartPole-v1"))
+    with pytest.raises(ConfigError, match=rf"--resume .*config.yaml names env_id='{name}:CartPole-v1'"):
+        Run.resume(run_dir)
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    assert "--allow-env-imports" in one_error_line(capsys)
+    assert not marker.exists()
+    Run.resume(run_dir, allow_env_imports=True)
+    assert marker.exists()
+    # the user's own config file may name one: train imports it without the flag
+    own = tmp_path / "own.yaml"
+    own.write_text(json.dumps({**config, "family_kwargs": {**config["family_kwargs"],
+                                                           "env_id": f"{name}:CartPole-v1"}}))
+    assert load_config(own, run_dir=str(tmp_path / "r2"))["family_kwargs"]["env_id"] == f"{name}:CartPole-v1"
+
+
+def test_allow_env_imports_is_in_the_help(capsys):
+    for command in ("train", "evaluate", "compare"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--allow-env-imports" in capsys.readouterr().out
+
+
+# -- point 2: a checkpoint's tensors must have the shapes its config implies -------------------------------------
+
+
+def test_a_checkpoint_declaring_huge_sizes_is_refused_before_the_model_is_built(tmp_path, monkeypatch, capsys):
+    model = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(4,)), meta_batch_size=1, episodes_per_task=1)
+    path = model.save(tmp_path / "small.pt")
+    state = torch.load(path, weights_only=True)
+    config = json.loads(state["config"])
+    config["policy_kwargs"]["hidden_sizes"] = [20000, 20000]
+    state["config"] = json.dumps(config)
+    torch.save(state, path)
+
+    def no_build(self, *args, **kwargs):
+        raise AssertionError("the model was built before its tensors were checked")
+
+    monkeypatch.setattr(MetaSGD, "__init__", no_build)
+    message = (r"small.pt is inconsistent: tensor policy.layers.0.weight has shape \[4, 2\] in the file but the "
+               r"checkpoint's config \(family Navigation2D-v0, policy_kwargs.hidden_sizes=\[20000, 20000\]\) implies "
+               r"shape \[20000, 2\]; it is not loaded")
+    with pytest.raises(CheckpointError, match=message):
+        MetaSGD.load(path)
+    assert main(["evaluate", str(path)]) == 2
+    assert "tensor policy.layers.0.weight has shape [4, 2] in the file" in one_error_line(capsys)
+
+
+def test_a_checkpoint_with_a_missing_or_extra_tensor_is_refused(tmp_path):
+    model = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(4,)), meta_batch_size=1, episodes_per_task=1)
+    path = model.save(tmp_path / "m.pt")
+    state = torch.load(path, weights_only=True)
+    del state["step_sizes"]["alphas.layers__1__bias"]
+    torch.save(state, tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match=r"tensor step_sizes.alphas.layers__1__bias is missing from the file"):
+        MetaSGD.load(tmp_path / "missing.pt")
+    state = torch.load(path, weights_only=True)
+    state["policy"]["layers.9.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "extra.pt")
+    with pytest.raises(CheckpointError, match=r"tensor policy.layers.9.weight is in the file but not in the model"):
+        MetaSGD.load(tmp_path / "extra.pt")
+    assert MetaSGD.load(path).policy.hidden_sizes == (4,)  # the intact file still loads
 
 
 # -- point 3: run directories ------------------------------------------------------------------------------------
