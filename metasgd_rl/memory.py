@@ -182,7 +182,8 @@ def check_memory(config: Mapping[str, Any], family: Any = None, available: int |
     if available is not None and estimate.total > available:
         keys = _culprits(config, estimate)
         raise MemoryCheckError(
-            f"{', '.join(f'{k}={_lookup(config, k)!r}' for k in keys)} need at least {format_bytes(estimate.total)} "
+            f"{', '.join(f'{k}={_lookup(config, k)!r}' for k in keys)} need{'s' * (len(keys) == 1)} at least "
+            f"{format_bytes(estimate.total)} "
             f"of memory ({estimate.describe()}) but {format_bytes(available)} is available; lower "
             f"{' or '.join(keys)}")
     return estimate

@@ -265,7 +265,7 @@ def test_estimate_memory_follows_its_documented_formula():
     }
     training = estimate.parts["adapted"] + estimate.parts["rollouts"] + estimate.parts["activations"]
     assert estimate.total == estimate.parts["parameters"] + max(training, estimate.parts["evaluation"])
-    with pytest.raises(MemoryCheckError, match=r"^policy_kwargs.hidden_sizes=\[16\] need at least 55.2 kB of memory "
+    with pytest.raises(MemoryCheckError, match=r"^policy_kwargs.hidden_sizes=\[16\] needs at least 55.2 kB of memory "
                                                r"\(evaluation 26.3 kB, .*\) but 1.0 kB is available; lower "
                                                r"policy_kwargs.hidden_sizes$"):
         check_memory(config, available=1000)
@@ -281,11 +281,11 @@ def test_the_shipped_configs_need_far_less_than_a_small_machine(tmp_path, name):
 
 
 HUGE = [
-    (["meta_batch_size=1000000000"], "error: meta_batch_size=1000000000 need at least 26.3 TB of memory"),
-    (["episodes_per_task=1000000000"], "error: episodes_per_task=1000000000 need at least 25.6 TB of memory"),
-    (["eval_every=1", "eval_tasks=1000000000"], "error: eval_tasks=1000000000 need at least 13.1 TB of memory"),
+    (["meta_batch_size=1000000000"], "error: meta_batch_size=1000000000 needs at least 26.3 TB of memory"),
+    (["episodes_per_task=1000000000"], "error: episodes_per_task=1000000000 needs at least 25.6 TB of memory"),
+    (["eval_every=1", "eval_tasks=1000000000"], "error: eval_tasks=1000000000 needs at least 13.1 TB of memory"),
     (["policy_kwargs.hidden_sizes=[1000000000]"],
-     "error: policy_kwargs.hidden_sizes=[1000000000] need at least 1.8 TB of memory"),
+     "error: policy_kwargs.hidden_sizes=[1000000000] needs at least 1.8 TB of memory"),
 ]
 
 
@@ -303,6 +303,6 @@ def test_a_setting_whose_memory_cannot_fit_is_refused_before_the_run_dir(tmp_pat
 
 def test_run_create_checks_memory_too(tmp_path):
     config = resolve_config({**TINY, "run_dir": str(tmp_path / "run")})
-    with pytest.raises(ConfigError, match=r"meta_batch_size=1000000000.* need at least .* is available"):
+    with pytest.raises(ConfigError, match=r"meta_batch_size=1000000000.* needs at least .* is available"):
         Run.create({**config, "meta_batch_size": 10**9})
     assert not (tmp_path / "run").exists()
