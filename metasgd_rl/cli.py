@@ -27,9 +27,14 @@ list task families.
     metasgd-rl benchmark [--tasks 10 20 40 80] [--outer trpo adam ppo] [--sampler local ray] [--out DIR]
 
 A bad config is refused before anything is written, with one line naming the key, the value and what is
-allowed, and exit status 2.
+allowed, and exit status 2 (as are a run directory that cannot be used and a setting whose memory cannot fit).
+Checkpoints and run directories whose family would import a module they name (env_id 'some.module:Env-v0') are
+refused unless --allow-env-imports is given.
 """
 _Formatter = argparse.RawDescriptionHelpFormatter
+ALLOW_ENV_IMPORTS_HELP = ("let the family import the Python module named by a module-qualified gymnasium env_id "
+                          "('some.module:Env-v0') in the {what}; without it such a file is refused, since loading "
+                          "it would run code the file chooses. Give it only for files you trust")
 
 
 def _count(minimum: int):
@@ -75,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue this run directory from its last checkpoint; the result equals an "
                             "uninterrupted run with the same seed")
     train.add_argument("--run-dir", metavar="DIR", help="run directory (default: runs/<config name>-<timestamp>)")
+    train.add_argument("--allow-env-imports", action="store_true",
+                       help=ALLOW_ENV_IMPORTS_HELP.format(what="--resume run's config.yaml and checkpoint") +
+                       " (a CONFIG file of your own may always name one)")
     train.set_defaults(handler=_train)
 
     evaluate = sub.add_parser(
@@ -100,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--report", metavar="DIR",
                           help="write a report into DIR: report.md, results.json, adaptation and learning curves, α, "
                                "trajectories (Navigation2D)")
+    evaluate.add_argument("--allow-env-imports", action="store_true",
+                          help=ALLOW_ENV_IMPORTS_HELP.format(what="checkpoint's config"))
     evaluate.set_defaults(handler=_evaluate)
 
     compare = sub.add_parser(
@@ -120,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="episodes per task and step, the same for every run (default: %(default)s)")
     compare.add_argument("--seed", type=_count(0), default=0,
                          help="seed of the tasks and rollouts (default: %(default)s)")
+    compare.add_argument("--allow-env-imports", action="store_true",
+                         help=ALLOW_ENV_IMPORTS_HELP.format(what="runs' checkpoints"))
     compare.set_defaults(handler=_compare)
 
     families = sub.add_parser("families", formatter_class=_Formatter, help="list the registered task families",
@@ -172,7 +184,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.run_dir is not None:
             raise ConfigError(f"--run-dir {args.run_dir!r} is not allowed with --resume: the run stays in "
                               f"{args.resume!r}")
-        run = Run.resume(args.resume, args.sets, config_path=args.config)
+        run = Run.resume(args.resume, args.sets, config_path=args.config, allow_env_imports=args.allow_env_imports)
         done, total = run.model.iteration, run.config["iterations"]
         state = f"is complete ({done} of {total} iterations)" if done >= total else \
             f"resumes from iteration {done} to {total}"
@@ -210,7 +222,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.report is not None and Path(args.report).exists() and not Path(args.report).is_dir():
         raise ConfigError(f"--report {args.report!r} is not allowed: it is a file; use a directory")
     try:
-        model = load_checkpoint(args.checkpoint)
+        model = load_checkpoint(args.checkpoint, allow_env_imports=args.allow_env_imports)
     except ComparisonError as err:
         raise ConfigError(str(err)) from err
     episodes = model.episodes_per_task if args.episodes is None else args.episodes
@@ -247,7 +259,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     try:
         path, results = compare(args.runs, args.out, n_tasks=args.tasks, steps=args.steps, episodes=args.episodes,
-                                seed=args.seed, command=args.command_line)
+                                seed=args.seed, command=args.command_line, allow_env_imports=args.allow_env_imports)
     except ComparisonError as err:
         raise ConfigError(str(err)) from err
     first = next(iter(results.values()))
@@ -356,6 +368,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         resume = " (a training run keeps its last checkpoint: continue it with --resume)" if args.command == "train" \
             else ""
         print(f"{PROG}: error: rollouts on Ray failed: {err}{resume}", file=sys.stderr)
+        return 1
+    except MemoryError:  # what the up-front estimate (metasgd_rl.memory) did not foresee
+        resume = " (a training run keeps its last checkpoint: continue it with --resume)" if args.command == "train" \
+            else ""
+        print(f"{PROG}: error: out of memory; lower meta_batch_size, episodes_per_task, eval_tasks or the hidden "
+              f"sizes (or --tasks / --episodes){resume}", file=sys.stderr)
         return 1
 
 

@@ -372,7 +372,9 @@ def _resolve_outer_kwargs(outer: str, given: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def _resolve_family(family: str, family_kwargs: Mapping[str, Any]) -> None:
+def _resolve_family(family: str, family_kwargs: Mapping[str, Any]) -> Any:
+    """The family a config names, made once; a ConfigError if it is unknown, its kwargs are refused or its tasks
+    are not JSON-able."""
     import numpy as np
 
     from metasgd_rl.family import TaskFamilyError, sample_checked_tasks
@@ -392,6 +394,7 @@ def _resolve_family(family: str, family_kwargs: Mapping[str, Any]) -> None:
             sample_checked_tasks(instance, 2, np.random.default_rng(0), split=split)
     except TaskFamilyError as err:
         raise ConfigError(f"family={family!r} cannot be used: {err}") from err
+    return instance
 
 
 # -- resolution ---------------------------------------------------------------------------------------------
@@ -430,14 +433,26 @@ def resolve_config(raw: Mapping[str, Any], name: str = "run") -> dict[str, Any]:
         config[key] = validate(key, value)
     config["policy_kwargs"] = _resolve_policy_kwargs(config["policy_kwargs"])
     config["outer_kwargs"] = _resolve_outer_kwargs(config["outer"], config["outer_kwargs"])
-    _resolve_family(config["family"], config["family_kwargs"])
+    family = _resolve_family(config["family"], config["family_kwargs"])
     if config["run_dir"] is None:
         config["run_dir"] = default_run_dir(name)
+    check_config_memory(config, family)
     try:
         build_model(config)  # whatever the model still refuses; builds in memory only
     except (ValueError, TypeError) as err:
         raise ConfigError(f"invalid configuration: {err}") from err
     return config
+
+
+def check_config_memory(config: Mapping[str, Any], family: Any = None) -> None:
+    """Refuse (:class:`ConfigError`) a config whose lower bound of memory (:func:`~metasgd_rl.memory.check_memory`)
+    exceeds the memory available, before anything big is built."""
+    from metasgd_rl.memory import MemoryCheckError, check_memory
+
+    try:
+        check_memory(config, family)
+    except MemoryCheckError as err:
+        raise ConfigError(str(err)) from err
 
 
 def model_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:

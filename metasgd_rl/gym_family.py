@@ -238,3 +238,33 @@ def _refresh_mujoco_constants(env: gym.Env) -> None:
 
     mujoco.mj_setConst(model, data)
 
+
+
+def module_env_ids(family_kwargs: Any) -> list[str]:
+    """The module-qualified gymnasium ids (``"some.module:Env-v0"``) among the ``env_id`` values of
+    ``family_kwargs`` (nested mappings and lists included). ``gymnasium.make`` imports ``some.module`` for such an
+    id, so a family built from these kwargs runs that module's code: loaders refuse them from files (a checkpoint,
+    a run directory) unless the user allows it."""
+    found: list[str] = []
+
+    def visit(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if key == "env_id" and isinstance(item, str) and ":" in item:
+                    found.append(item)
+                else:
+                    visit(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item)
+
+    visit(family_kwargs)
+    return found
+
+
+def env_import_message(env_id: str, source: str, python: str) -> str:
+    """The refusal of a module-qualified ``env_id`` read from ``source``; ``python`` says how to allow it in Python."""
+    module = env_id.split(":", 1)[0]
+    return (f"{source} names env_id={env_id!r} in family_kwargs: building its family would import the Python module "
+            f"{module!r}, code chosen by the file; if you trust the file, allow it with --allow-env-imports "
+            f"(Python: {python})")

@@ -147,6 +147,59 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path} is not a metasgd-rl checkpoint: {what}") from None
 
 
+class EnvImportError(CheckpointError):
+    """A checkpoint whose family would import a Python module the file names (a module-qualified gymnasium
+    ``env_id``), refused unless the caller allows it (``allow_env_imports=True``)."""
+
+
+def _check_state_shapes(path: str | os.PathLike, state: Mapping[str, Any], family: TaskFamily,
+                        config: Mapping[str, Any], fixed: Mapping[str, Any]) -> None:
+    """Refuse (:class:`CheckpointError`) a checkpoint whose θ and α tensors do not have the shapes its config
+    implies, before the model is built: a small file whose config declares huge hidden sizes must not allocate them.
+
+    The expected shapes come from the policy and step sizes built on the ``meta`` device (no memory). A config the
+    constructor would refuse anyway is left to it.
+    """
+    import inspect
+
+    args = {name: p.default for name, p in inspect.signature(MetaSGD.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+    args.update(config)
+    args.update(fixed)
+    policy_kwargs = {**DEFAULT_POLICY_KWARGS, **dict(args.get("policy_kwargs") or {})}
+    try:
+        with torch.device("meta"):
+            policy = make_policy(family.observation_space, family.action_space, **policy_kwargs)
+            shapes = {n: p.shape for n, p in policy.adaptable_parameters().items()}
+            step_sizes = StepSizes(shapes, float(args["alpha_init"]), args["alpha_granularity"],
+                                   bool(args["learn_alpha"]), bool(args["alpha_per_step"]), int(args["inner_steps"]),
+                                   args["alpha_parameterization"])
+    except (ValueError, TypeError, KeyError):
+        return  # the constructor reports it
+    hidden = policy_kwargs.get("hidden_sizes")
+    for part, module in (("policy", policy), ("step_sizes", step_sizes)):
+        saved = state.get(part)
+        if not isinstance(saved, Mapping):
+            raise CheckpointError(f"{path} is not a metasgd-rl checkpoint: its {part!r} entry is not a mapping of "
+                                  "tensors")
+        expected = {n: list(t.shape) for n, t in module.state_dict().items()}
+        for name, shape in expected.items():
+            tensor = saved.get(name)
+            found = list(tensor.shape) if isinstance(tensor, torch.Tensor) else None
+            if found != shape:
+                in_file = "is missing from the file" if tensor is None else \
+                    f"has shape {found} in the file" if found is not None else "is not a tensor in the file"
+                raise CheckpointError(
+                    f"{path} is inconsistent: tensor {part}.{name} {in_file} but the checkpoint's config "
+                    f"(family {family.id}, policy_kwargs.hidden_sizes={hidden!r}) implies shape {shape}; it is not "
+                    "loaded")
+        extra = sorted(set(saved) - set(expected))
+        if extra:
+            raise CheckpointError(f"{path} is inconsistent: tensor {part}.{extra[0]} is in the file but not in the "
+                                  f"model its config implies (family {family.id}, policy_kwargs.hidden_sizes="
+                                  f"{hidden!r}); it is not loaded")
+
+
 class MetaSGD:
     """Meta-SGD for RL: meta-learns the policy initialisation θ and per-parameter step sizes α.
 
@@ -532,11 +585,18 @@ class MetaSGD:
         return atomic_torch_save(self.state_dict(), path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, family: TaskFamily | None = None, **overrides: Any) -> MetaSGD:
+    def load(cls, path: str | os.PathLike, family: TaskFamily | None = None, *, allow_env_imports: bool = False,
+             **overrides: Any) -> MetaSGD:
         """Rebuild a saved model (``weights_only=True``: nothing is unpickled).
 
         ``family`` supplies the family of a model saved with an unregistered one; ``overrides`` replace
         config entries that do not change the parameters' shapes (e.g. ``device``, ``outer_kwargs``).
+
+        ``allow_env_imports``: a checkpoint whose ``family_kwargs`` give a module-qualified gymnasium id
+        (``env_id="some.module:Env-v0"``, which ``gymnasium.make`` imports) is refused with an
+        :class:`EnvImportError`, since loading it would run code the file chooses; pass ``True`` (CLI:
+        ``--allow-env-imports``) only for a file you trust. The θ and α tensors are checked against the shapes
+        the checkpoint's config implies before the model is built (:class:`CheckpointError` on a mismatch).
         """
         state = read_checkpoint(path)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -548,9 +608,19 @@ class MetaSGD:
             config.pop("family_kwargs", None)
         elif config["family"] is None:
             raise ValueError(f"{path} was saved with an unregistered family: pass family=... to load it")
+        elif not allow_env_imports and "family_kwargs" not in overrides:
+            from metasgd_rl.gym_family import env_import_message, module_env_ids
+
+            imports = module_env_ids(config.get("family_kwargs"))
+            if imports:
+                raise EnvImportError(env_import_message(imports[0], str(path), "allow_env_imports=True"))
         if saved_class is MAML:
             for key in MAML.FIXED:
                 config.pop(key, None)
+        if isinstance(config["family"], str):  # built once, here: its spaces give the tensors' shapes
+            config["family"] = make_task_family(config["family"], **dict(config.pop("family_kwargs", None) or {}))
+        if isinstance(config["family"], TaskFamily):
+            _check_state_shapes(path, state, config["family"], config, MAML.FIXED if saved_class is MAML else {})
         model = saved_class(**config)
         model.load_state_dict(state)
         bad = [name for name, tensor in (*model.policy.named_parameters(), *model.step_sizes.named_parameters())

@@ -76,14 +76,17 @@ class ComparisonError(ValueError):
 # -- loading and evaluating runs --------------------------------------------------------------------------------
 
 
-def load_checkpoint(path: str | os.PathLike, name: str = "CHECKPOINT") -> MetaSGD:
-    """``MetaSGD.load(path)``, with a :class:`ComparisonError` naming ``path`` if it is missing or not loadable."""
+def load_checkpoint(path: str | os.PathLike, name: str = "CHECKPOINT", allow_env_imports: bool = False) -> MetaSGD:
+    """``MetaSGD.load(path, allow_env_imports=...)``, with a :class:`ComparisonError` naming ``path`` if it is
+    missing or not loadable."""
     import pickle
 
-    from metasgd_rl.model import MetaSGD
+    from metasgd_rl.model import EnvImportError, MetaSGD
 
     try:
-        return MetaSGD.load(path)
+        return MetaSGD.load(path, allow_env_imports=allow_env_imports)
+    except EnvImportError as err:
+        raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: {err}") from err
     except FileNotFoundError as err:
         raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: no such file") from err
     except (ValueError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError, OSError) as err:
@@ -131,6 +134,7 @@ def evaluate_runs(
     episodes: int = 20,
     seed: int = 0,
     split: str = "test",
+    allow_env_imports: bool = False,
 ) -> tuple[dict[str, AdaptationResult], dict[str, Path], dict[str, MetaSGD]]:
     """Load each run's model (:func:`run_checkpoint`) and evaluate all on the same tasks and rollout seeds.
 
@@ -138,13 +142,16 @@ def evaluate_runs(
     evaluated on them with the same ``seed`` (so the same environment seeds). Runs of different task families
     (id or family kwargs) are refused. Returns ``(results, runs, models)`` keyed by run label
     (:func:`run_labels`), ready for :func:`write_report`. Each model's family releases its pooled environments
-    after its evaluation, so memory holds one run's environments at a time.
+    after its evaluation, so memory holds one run's environments at a time. ``allow_env_imports``: see
+    :meth:`MetaSGD.load <metasgd_rl.MetaSGD.load>` (checkpoints naming a module-qualified ``env_id`` are refused
+    without it).
     """
     if not run_dirs:
         raise ComparisonError("RUN_DIR is missing; give at least one run directory")
     labels = run_labels(run_dirs)
     checkpoints = [run_checkpoint(d) for d in run_dirs]
-    models = {label: load_checkpoint(path, "RUN_DIR") for label, path in zip(labels, checkpoints, strict=True)}
+    models = {label: load_checkpoint(path, "RUN_DIR", allow_env_imports)
+              for label, path in zip(labels, checkpoints, strict=True)}
     first_label, first = next(iter(models.items()))
     for model, run_dir in zip(models.values(), run_dirs, strict=True):
         if _family_key(model) != _family_key(first):
@@ -636,6 +643,7 @@ def compare(
     seed: int = 0,
     command: str | None = None,
     extra_results: Mapping[str, AdaptationResult] | None = None,
+    allow_env_imports: bool = False,
 ) -> tuple[Path, dict[str, AdaptationResult]]:
     """:func:`evaluate_runs` then :func:`write_report` (what ``metasgd-rl compare`` does).
 
@@ -643,7 +651,8 @@ def compare(
     runs' results. Returns the report's path and all results.
     """
     _check_out_dir(out_dir)
-    results, runs, models = evaluate_runs(run_dirs, n_tasks=n_tasks, steps=steps, episodes=episodes, seed=seed)
+    results, runs, models = evaluate_runs(run_dirs, n_tasks=n_tasks, steps=steps, episodes=episodes, seed=seed,
+                                          allow_env_imports=allow_env_imports)
     for name, result in (extra_results or {}).items():
         if name in results:
             raise ComparisonError(f"extra result {name!r} is not allowed: a run has that name")

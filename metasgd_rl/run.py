@@ -26,6 +26,7 @@ import io
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -41,6 +42,7 @@ from metasgd_rl.config import (
     ConfigError,
     apply_overrides,
     build_model,
+    check_config_memory,
     load_config,
     model_class,
     read_yaml_file,
@@ -48,8 +50,9 @@ from metasgd_rl.config import (
     yaml_dump,
 )
 from metasgd_rl.evaluation import evaluate_adaptation
+from metasgd_rl.gym_family import env_import_message, module_env_ids
 from metasgd_rl.io import atomic_write_text, fsync_path
-from metasgd_rl.model import MetaSGD, with_legacy_defaults
+from metasgd_rl.model import EnvImportError, MetaSGD, with_legacy_defaults
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -253,43 +256,59 @@ class Run:
         """
         config = dict(config)
         directory = Path(config["run_dir"])
-        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-            raise ConfigError(f"run_dir={str(directory)!r} is not allowed: it already exists and is not empty; "
-                              f"use a new run_dir (--run-dir) or continue that run with --resume {directory}")
+        _check_new_run_dir(directory)
+        check_config_memory(config)
         model = build_model(config)
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(directory / CONFIG_FILE, _config_text(config))
+        _create_run_dir(directory, _config_text(config))
         return cls(directory, config, model)
 
     @classmethod
     def resume(cls, directory: str | os.PathLike, sets: Iterable[str] = (),
-               config_path: str | os.PathLike | None = None) -> Run:
+               config_path: str | os.PathLike | None = None, allow_env_imports: bool = False) -> Run:
         """Continue the run in ``directory`` from its ``checkpoint.pt`` (from iteration 0 if there is none).
 
         ``config_path`` (optional) and ``sets`` may change only the
         :data:`~metasgd_rl.config.RESUME_MUTABLE` keys (``iterations``, ...); any other key they give must
         equal the run's. Everything is checked first; then stale temporary files of interrupted writes are
         removed, the logs are truncated to the checkpoint's iteration and ``config.yaml`` is updated.
+
+        ``allow_env_imports``: a run whose ``family_kwargs`` give a module-qualified gymnasium id
+        (``env_id="some.module:Env-v0"``) is refused unless this is True (CLI: ``--allow-env-imports``): the run
+        directory is a file like a checkpoint, and building its family would import that module.
         """
         directory = Path(directory)
         config_file = directory / CONFIG_FILE
+        if directory.exists() and not directory.is_dir():
+            raise ConfigError(f"--resume {str(directory)!r} is not allowed: it is a file, not a run directory; give "
+                              f"the run directory (the folder that holds {CONFIG_FILE} and {CHECKPOINT_FILE})")
         if not config_file.is_file():
             raise ConfigError(f"--resume {str(directory)!r} is not allowed: it has no {CONFIG_FILE}; use a run "
                               "directory written by 'metasgd-rl train'")
+        _check_writable_run(directory)
         raw = read_yaml_file(config_file)
+        imports = [] if allow_env_imports else module_env_ids(raw.get("family_kwargs"))
+        if imports:
+            raise ConfigError(env_import_message(imports[0], f"--resume {str(directory)!r}: its {CONFIG_FILE}",
+                                                 "Run.resume(..., allow_env_imports=True)"))
         saved = resolve_config(with_legacy_defaults(raw, alpha=raw.get("algo", "metasgd") != "maml"))
         config = _resume_config(saved, directory, list(sets), config_path)
         has_checkpoint = (directory / CHECKPOINT_FILE).is_file()
-        model = _load_checkpoint(directory / CHECKPOINT_FILE, config) if has_checkpoint else build_model(config)
+        model = _load_checkpoint(directory / CHECKPOINT_FILE, config, allow_env_imports) if has_checkpoint \
+            else build_model(config)
         if model.iteration > config["iterations"]:
             raise ConfigError(f"iterations={config['iterations']} is not allowed: the checkpoint is at iteration "
                               f"{model.iteration}; use an integer >= {model.iteration}")
         run = cls(directory, config, model, resumed=True, has_checkpoint=has_checkpoint)
-        run._remove_temporary_files()
-        run.metrics.truncate(model.iteration)
-        run.tasks.truncate(model.iteration)
-        if any(config[k] != saved[k] for k in RESUME_MUTABLE):
-            atomic_write_text(config_file, _config_text(config))
+        try:
+            run._remove_temporary_files()
+            run.metrics.truncate(model.iteration)
+            run.tasks.truncate(model.iteration)
+            if any(config[k] != saved[k] for k in RESUME_MUTABLE):
+                atomic_write_text(config_file, _config_text(config))
+        except OSError as err:
+            raise RunError(f"cannot resume {directory}: writing {err.filename or 'its files'} failed "
+                           f"({err.strerror or err}); make the run directory writable, or copy it to a writable "
+                           "place and resume the copy") from err
         return run
 
     # -- training -----------------------------------------------------------------------------------------
@@ -374,6 +393,58 @@ class Run:
                 tmp.unlink(missing_ok=True)
 
 
+def _check_new_run_dir(directory: Path) -> None:
+    """Refuse (:class:`ConfigError`) a run directory that cannot hold a new run: an existing file, a non-empty
+    folder, a path under a file, a place without write permission."""
+    name = str(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"run_dir={name!r} is not allowed: it is a file; use a new directory path (--run-dir DIR)")
+    if directory.is_dir() and any(directory.iterdir()):
+        if (directory / CONFIG_FILE).is_file():
+            raise ConfigError(f"run_dir={name!r} is not allowed: it already holds a run; use a new run_dir "
+                              f"(--run-dir) or continue that run with --resume {directory}")
+        raise ConfigError(f"run_dir={name!r} is not allowed: it already exists and is not empty (and holds no run); "
+                          "use a new or empty directory (--run-dir)")
+    existing = directory.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"run_dir={name!r} is not allowed: {str(existing)!r} is a file, not a directory; use a "
+                          "run_dir whose parent is a directory (--run-dir)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "it" if existing == directory.absolute() else f"{str(existing)!r}"
+        raise ConfigError(f"run_dir={name!r} is not allowed: {where} is not writable (permission denied); use a "
+                          f"run_dir in a writable directory (--run-dir DIR)")
+
+
+def _create_run_dir(directory: Path, config_text: str) -> None:
+    """Create ``directory`` and write its ``config.yaml``; an OS error becomes a :class:`RunError` (and a
+    directory created here is removed again)."""
+    created = not directory.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / CONFIG_FILE, config_text)
+    except OSError as err:
+        if created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise RunError(f"cannot create the run directory {directory}: {err.strerror or err}"
+                       f"{f' ({err.filename})' if err.filename else ''}; use a run_dir in a writable directory "
+                       "(--run-dir DIR)") from err
+
+
+def _check_writable_run(directory: Path) -> None:
+    """Refuse (:class:`ConfigError`) to resume a run whose directory or logs cannot be written: resuming truncates
+    the logs, appends to them and replaces the checkpoint."""
+    for path in (directory, directory / METRICS_FILE, directory / TASKS_FILE):
+        if path.exists() and not os.access(path, os.W_OK):
+            what = "the run directory" if path == directory else f"its {path.name}"
+            raise ConfigError(f"--resume {str(directory)!r} is not allowed: {what} is not writable (permission "
+                              f"denied), and resuming rewrites its logs and checkpoint; make it writable "
+                              f"(chmod -R u+w {shlex.quote(str(directory))}) or copy the run directory to a writable "
+                              "place and resume the copy")
+
+
 def _resume_config(saved: dict[str, Any], directory: Path, sets: list[str],
                    config_path: str | os.PathLike | None) -> dict[str, Any]:
     """The run's config with the ``RESUME_MUTABLE`` values of ``config_path`` and ``sets`` (if given).
@@ -394,12 +465,15 @@ def _resume_config(saved: dict[str, Any], directory: Path, sets: list[str],
     return {**saved, **{k: given[k] for k in RESUME_MUTABLE}, "run_dir": str(directory)}
 
 
-def _load_checkpoint(path: Path, config: Mapping[str, Any]) -> MetaSGD:
+def _load_checkpoint(path: Path, config: Mapping[str, Any], allow_env_imports: bool = False) -> MetaSGD:
     try:
         # the sampler and the chunking may change on resume (same batches, same updates up to rounding);
         # everything else comes from the checkpoint
-        model = MetaSGD.load(path, **{k: config[k] for k in ("sampler", "ray_address", "ray_workers",
-                                                             "task_chunk_size", "ray_startup_timeout")})
+        model = MetaSGD.load(path, allow_env_imports=allow_env_imports,
+                             **{k: config[k] for k in ("sampler", "ray_address", "ray_workers", "task_chunk_size",
+                                                       "ray_startup_timeout")})
+    except EnvImportError as err:
+        raise ConfigError(str(err)) from err
     except Exception as err:  # a checkpoint is only ever replaced atomically: report, do not guess
         raise RunError(f"cannot load {path}: {type(err).__name__}: {err}") from err
     expected = model_class(config["algo"])

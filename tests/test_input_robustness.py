@@ -1,0 +1,308 @@
+"""Issue 14: what a user feeds the loaders and the CLI ends in one clear line, never a traceback or a silent wrong
+result: module imports named by checkpoint files, checkpoints whose config does not match their tensors, run
+directories that cannot be used, settings whose memory cannot fit."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from metasgd_rl.cli import main
+from metasgd_rl.config import ConfigError, load_config, resolve_config
+from metasgd_rl.memory import MemoryCheckError, available_memory, check_memory, estimate_memory
+from metasgd_rl.model import CheckpointError, EnvImportError, MetaSGD
+from metasgd_rl.run import Run, RunError
+from tests.tiny_config import TINY, write_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CARTPOLE = {"length": {"uniform": [0.4, 0.6]}}
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("metasgd-rl: error: ") and err.count("\n") == 1, err
+    return err
+
+
+# -- point 1: a file does not get to import a module -----------------------------------------------------------
+
+
+@pytest.fixture
+def sentinel_module(tmp_path, monkeypatch):
+    """A module on sys.path that records its import in a file; returns (module name, marker path)."""
+    name = f"sentinel_env_{os.getpid()}_{tmp_path.name}".replace("-", "_")
+    marker = tmp_path / "imported"
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    yield name, marker
+    sys.modules.pop(name, None)
+
+
+def set_env_id(path: Path, env_id: str) -> None:
+    """Rewrite the family's env_id inside a saved checkpoint."""
+    state = torch.load(path, weights_only=True)
+    config = json.loads(state["config"])
+    config["family_kwargs"]["env_id"] = env_id
+    state["config"] = json.dumps(config)
+    torch.save(state, path)
+
+
+def cartpole_model() -> MetaSGD:
+    return MetaSGD("GymEnv-v0", family_kwargs=dict(env_id="CartPole-v1", parameters=CARTPOLE, max_episode_steps=5),
+                   policy_kwargs=dict(hidden_sizes=(4,)), meta_batch_size=1, episodes_per_task=1, outer="adam")
+
+
+def test_a_checkpoint_naming_a_module_env_id_is_refused_unless_allowed(tmp_path, sentinel_module, capsys):
+    name, marker = sentinel_module
+    path = cartpole_model().save(tmp_path / "m.pt")
+    set_env_id(path, f"{name}:CartPole-v1")
+    with pytest.raises(EnvImportError, match=rf"env_id='{name}:CartPole-v1'.*import the Python module '{name}'"
+                                             r".*--allow-env-imports \(Python: allow_env_imports=True\)"):
+        MetaSGD.load(path)
+    assert main(["evaluate", str(path), "--tasks", "1", "--steps", "0"]) == 2
+    err = one_error_line(capsys)
+    assert f"'{name}:CartPole-v1'" in err and "--allow-env-imports" in err
+    assert not marker.exists() and name not in sys.modules  # nothing was imported
+    model = MetaSGD.load(path, allow_env_imports=True)  # the opt-in does what it says
+    assert marker.exists() and model.family.make_kwargs["env_id"] == f"{name}:CartPole-v1"
+
+
+def test_resuming_a_run_whose_config_names_a_module_env_id_needs_the_flag(tmp_path, sentinel_module, capsys):
+    name, marker = sentinel_module
+    config = {**TINY, "family": "GymEnv-v0", "iterations": 1, "eval_every": 0, "meta_batch_size": 1,
+              "episodes_per_task": 1, "policy_kwargs": dict(hidden_sizes=[4]),
+              "family_kwargs": dict(env_id="CartPole-v1", parameters=CARTPOLE, max_episode_steps=5)}
+    run_dir = tmp_path / "run"
+    Run.create(resolve_config({**config, "run_dir": str(run_dir)}))
+    text = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(text.replace("env_id: CartPole-v1", f"env_id: {name}:CartPole-v1"))
+    with pytest.raises(ConfigError, match=rf"--resume .*config.yaml names env_id='{name}:CartPole-v1'"):
+        Run.resume(run_dir)
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    assert "--allow-env-imports" in one_error_line(capsys)
+    assert not marker.exists()
+    Run.resume(run_dir, allow_env_imports=True)
+    assert marker.exists()
+    # the user's own config file may name one: train imports it without the flag
+    own = tmp_path / "own.yaml"
+    own.write_text(json.dumps({**config, "family_kwargs": {**config["family_kwargs"],
+                                                           "env_id": f"{name}:CartPole-v1"}}))
+    assert load_config(own, run_dir=str(tmp_path / "r2"))["family_kwargs"]["env_id"] == f"{name}:CartPole-v1"
+
+
+def test_allow_env_imports_is_in_the_help(capsys):
+    for command in ("train", "evaluate", "compare"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--allow-env-imports" in capsys.readouterr().out
+
+
+# -- point 2: a checkpoint's tensors must have the shapes its config implies -------------------------------------
+
+
+def test_a_checkpoint_declaring_huge_sizes_is_refused_before_the_model_is_built(tmp_path, monkeypatch, capsys):
+    model = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(4,)), meta_batch_size=1, episodes_per_task=1)
+    path = model.save(tmp_path / "small.pt")
+    state = torch.load(path, weights_only=True)
+    config = json.loads(state["config"])
+    config["policy_kwargs"]["hidden_sizes"] = [20000, 20000]
+    state["config"] = json.dumps(config)
+    torch.save(state, path)
+
+    def no_build(self, *args, **kwargs):
+        raise AssertionError("the model was built before its tensors were checked")
+
+    monkeypatch.setattr(MetaSGD, "__init__", no_build)
+    message = (r"small.pt is inconsistent: tensor policy.layers.0.weight has shape \[4, 2\] in the file but the "
+               r"checkpoint's config \(family Navigation2D-v0, policy_kwargs.hidden_sizes=\[20000, 20000\]\) implies "
+               r"shape \[20000, 2\]; it is not loaded")
+    with pytest.raises(CheckpointError, match=message):
+        MetaSGD.load(path)
+    assert main(["evaluate", str(path)]) == 2
+    assert "tensor policy.layers.0.weight has shape [4, 2] in the file" in one_error_line(capsys)
+
+
+def test_a_checkpoint_with_a_missing_or_extra_tensor_is_refused(tmp_path):
+    model = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(4,)), meta_batch_size=1, episodes_per_task=1)
+    path = model.save(tmp_path / "m.pt")
+    state = torch.load(path, weights_only=True)
+    del state["step_sizes"]["alphas.layers__1__bias"]
+    torch.save(state, tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match=r"tensor step_sizes.alphas.layers__1__bias is missing from the file"):
+        MetaSGD.load(tmp_path / "missing.pt")
+    state = torch.load(path, weights_only=True)
+    state["policy"]["layers.9.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "extra.pt")
+    with pytest.raises(CheckpointError, match=r"tensor policy.layers.9.weight is in the file but not in the model"):
+        MetaSGD.load(tmp_path / "extra.pt")
+    assert MetaSGD.load(path).policy.hidden_sizes == (4,)  # the intact file still loads
+
+
+# -- point 3: run directories ------------------------------------------------------------------------------------
+
+
+def deny_writes_as_root(monkeypatch, folder: Path) -> None:
+    """chmod does not stop root: make os.access answer as it would for a normal user on ``folder``."""
+    if os.geteuid() != 0:
+        return
+    real = os.access
+
+    def access(path, mode, *args, **kwargs):
+        if mode & os.W_OK and Path(path).absolute().is_relative_to(folder.absolute()):
+            return False
+        return real(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+@pytest.mark.parametrize("case", ["existing file", "parent is a file", "not writable", "not empty, no run"])
+def test_an_unusable_run_dir_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, case):
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path / "c.yaml", iterations=1, eval_every=0)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    run_dir, expected = {
+        "existing file": ("afile", "run_dir='afile' is not allowed: it is a file; use a new directory path "
+                                   "(--run-dir DIR)"),
+        "parent is a file": ("afile/run", f"run_dir='afile/run' is not allowed: '{tmp_path / 'afile'}' is a file, "
+                                          "not a directory; use a run_dir whose parent is a directory (--run-dir)"),
+        "not writable": ("locked/run", f"run_dir='locked/run' is not allowed: '{tmp_path / 'locked'}' is not "
+                                       "writable (permission denied); use a run_dir in a writable directory"),
+        "not empty, no run": ("other", "run_dir='other' is not allowed: it already exists and is not empty (and "
+                                       "holds no run); use a new or empty directory (--run-dir)"),
+    }[case]
+    os.chmod(tmp_path / "locked", 0o555)
+    deny_writes_as_root(monkeypatch, tmp_path / "locked")
+    before = files_under(tmp_path)
+    try:
+        assert main(["train", str(config), "--run-dir", run_dir]) == 2
+    finally:
+        os.chmod(tmp_path / "locked", 0o755)
+    err = one_error_line(capsys)
+    assert expected in err and "--resume" not in err, err
+    assert files_under(tmp_path) == before
+
+
+def test_a_failed_write_of_a_new_run_dir_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import metasgd_rl.run as run_module
+
+    def full(path, text):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(run_module, "atomic_write_text", full)
+    config = write_config(tmp_path / "c.yaml", iterations=1, eval_every=0)
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 1
+    err = one_error_line(capsys)
+    assert f"cannot create the run directory {tmp_path / 'run'}: No space left on device" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resuming_a_read_only_run_is_one_line(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    Run.create(resolve_config({**TINY, "iterations": 1, "eval_every": 0, "run_dir": str(run_dir)}))
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    os.chmod(run_dir, 0o555)
+    deny_writes_as_root(monkeypatch, run_dir)
+    try:
+        assert main(["train", "--resume", str(run_dir)]) == 2
+    finally:
+        os.chmod(run_dir, 0o755)
+    err = one_error_line(capsys)
+    assert f"--resume '{run_dir}' is not allowed: the run directory is not writable (permission denied)" in err
+    assert f"chmod -R u+w {run_dir}" in err and "copy the run directory to a writable place" in err
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_a_failed_write_while_resuming_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    from metasgd_rl.run import CsvLog
+
+    run_dir = tmp_path / "run"
+    Run.create(resolve_config({**TINY, "iterations": 1, "eval_every": 0, "run_dir": str(run_dir)}))
+
+    def denied(self, iteration):
+        raise PermissionError(13, "Permission denied", str(self.path))
+
+    monkeypatch.setattr(CsvLog, "truncate", denied)
+    with pytest.raises(RunError, match=r"cannot resume .*: writing .*metrics.csv failed \(Permission denied\)"):
+        Run.resume(run_dir)
+    assert main(["train", "--resume", str(run_dir)]) == 1
+    one_error_line(capsys)
+
+
+def test_resume_of_a_file_says_it_is_not_a_run_directory(tmp_path, capsys):
+    (tmp_path / "final.pt").write_bytes(b"x")
+    assert main(["train", "--resume", str(tmp_path / "final.pt")]) == 2
+    assert "is a file, not a run directory; give the run directory" in one_error_line(capsys)
+
+
+# -- point 4: settings whose memory cannot fit ---------------------------------------------------------------------
+
+
+def test_estimate_memory_follows_its_documented_formula():
+    config = resolve_config({**TINY, "run_dir": "unused"})
+    estimate = estimate_memory(config)
+    # Navigation2D: obs 2, act 2, horizon 100; policy 2-16-2 + log_std: P = 48 + 34 + 2 = 84, element α: A = P
+    p, horizon, steps = 84, 100, 1
+    t, e, step_numbers = config["meta_batch_size"], config["episodes_per_task"], 2 + 2 + 4
+    assert estimate.parts == {
+        "parameters": 4 * (4 * p + 4 * p),
+        "adapted": 4 * 2 * steps * t * p,
+        "rollouts": 4 * (steps + 1) * horizon * t * e * step_numbers,
+        "activations": 4 * horizon * t * e * 16,
+        "evaluation": 4 * config["eval_tasks"] * (p + (steps + 1) * horizon * e * step_numbers),
+    }
+    training = estimate.parts["adapted"] + estimate.parts["rollouts"] + estimate.parts["activations"]
+    assert estimate.total == estimate.parts["parameters"] + max(training, estimate.parts["evaluation"])
+    with pytest.raises(MemoryCheckError, match=r"^policy_kwargs.hidden_sizes=\[16\] needs at least 55.2 kB of memory "
+                                               r"\(evaluation 26.3 kB, .*\) but 1.0 kB is available; lower "
+                                               r"policy_kwargs.hidden_sizes$"):
+        check_memory(config, available=1000)
+    assert available_memory() is None or available_memory() > 0
+
+
+@pytest.mark.parametrize("name", ["navigation2d-metasgd", "navigation2d-maml", "bandit-metasgd",
+                                  "tabular-mdp-metasgd", "cartpole-randparams-metasgd"])
+def test_the_shipped_configs_need_far_less_than_a_small_machine(tmp_path, name):
+    # every shipped config also passes the check in resolve_config (test_cli's test_the_shipped_configs_validate)
+    config = load_config(CONFIGS / f"{name}.yaml", run_dir=str(tmp_path / "r"))
+    assert estimate_memory(config).total < 2**30
+
+
+HUGE = [
+    (["meta_batch_size=1000000000"], "error: meta_batch_size=1000000000 needs at least 26.3 TB of memory"),
+    (["episodes_per_task=1000000000"], "error: episodes_per_task=1000000000 needs at least 25.6 TB of memory"),
+    (["eval_every=1", "eval_tasks=1000000000"], "error: eval_tasks=1000000000 needs at least 13.1 TB of memory"),
+    (["policy_kwargs.hidden_sizes=[1000000000]"],
+     "error: policy_kwargs.hidden_sizes=[1000000000] needs at least 1.8 TB of memory"),
+]
+
+
+@pytest.mark.parametrize("sets, expected", HUGE, ids=[s[-1] for s, _ in HUGE])
+def test_a_setting_whose_memory_cannot_fit_is_refused_before_the_run_dir(tmp_path, monkeypatch, capsys, sets,
+                                                                          expected):
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path / "c.yaml")
+    argv = ["train", str(config)] + [a for s in sets for a in ("--set", s)]
+    assert main(argv) == 2
+    err = one_error_line(capsys)
+    assert expected in err and " is available; lower " in err, err
+    assert files_under(tmp_path) == {"c.yaml"}
+
+
+def test_run_create_checks_memory_too(tmp_path):
+    config = resolve_config({**TINY, "run_dir": str(tmp_path / "run")})
+    with pytest.raises(ConfigError, match=r"meta_batch_size=1000000000.* needs at least .* is available"):
+        Run.create({**config, "meta_batch_size": 10**9})
+    assert not (tmp_path / "run").exists()
