@@ -126,6 +126,10 @@ class AdaptedPolicy:
         return (action[0] if single else action), None
 
 
+#: what every checkpoint of this format holds (:meth:`MetaSGD.state_dict`)
+_CHECKPOINT_KEYS = ("class", "config", "iteration", "meta_loss_calls", "policy", "step_sizes", "outer")
+
+
 class CheckpointError(ValueError):
     """A file that is not a loadable metasgd-rl checkpoint; the message names the file and what is wrong."""
 
@@ -136,7 +140,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     relay torch's advice to load them with ``weights_only=False``. A missing file raises ``FileNotFoundError``."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path} is not a metasgd-rl checkpoint: it holds Python objects other than tensors "
@@ -601,7 +605,18 @@ class MetaSGD:
         state = read_checkpoint(path)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path} is not a metasgd-rl checkpoint (format {CHECKPOINT_FORMAT})")
-        config = {**with_legacy_defaults(json.loads(state["config"])), **overrides}
+        missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+        if missing:
+            raise CheckpointError(f"{path} is not a complete metasgd-rl checkpoint: it has no {', '.join(missing)}")
+        try:
+            saved_config = json.loads(state["config"])
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{path} is not a loadable metasgd-rl checkpoint: its config is not JSON "
+                                  f"({' '.join(str(err).split())})") from None
+        if not isinstance(saved_config, dict):
+            raise CheckpointError(f"{path} is not a loadable metasgd-rl checkpoint: its config is a "
+                                  f"{type(saved_config).__name__}, not a mapping")
+        config = {**with_legacy_defaults(saved_config), **overrides}
         saved_class = {"MetaSGD": MetaSGD, "MAML": MAML}.get(state["class"], cls)
         if family is not None:
             config["family"] = family

@@ -81,14 +81,17 @@ def load_checkpoint(path: str | os.PathLike, name: str = "CHECKPOINT", allow_env
     missing or not loadable."""
     import pickle
 
-    from metasgd_rl.model import EnvImportError, MetaSGD
+    from metasgd_rl.model import CheckpointError, EnvImportError, MetaSGD
 
     try:
         return MetaSGD.load(path, allow_env_imports=allow_env_imports)
-    except EnvImportError as err:
+    except (EnvImportError, CheckpointError) as err:  # their messages name the file and what is wrong
         raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: {err}") from err
     except FileNotFoundError as err:
         raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: no such file") from err
+    except IsADirectoryError as err:
+        raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: it is a directory; give a checkpoint "
+                              "file (a run directory's final.pt or checkpoint.pt)") from err
     except (ValueError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError, OSError) as err:
         raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: it is not a loadable metasgd-rl "
                               f"checkpoint ({type(err).__name__}: {err})") from err

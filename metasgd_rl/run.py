@@ -399,7 +399,7 @@ def _check_new_run_dir(directory: Path) -> None:
     name = str(directory)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"run_dir={name!r} is not allowed: it is a file; use a new directory path (--run-dir DIR)")
-    if directory.is_dir() and any(directory.iterdir()):
+    if directory.is_dir() and any(p not in _interrupted_start(directory) for p in directory.iterdir()):
         if (directory / CONFIG_FILE).is_file():
             raise ConfigError(f"run_dir={name!r} is not allowed: it already holds a run; use a new run_dir "
                               f"(--run-dir) or continue that run with --resume {directory}")
@@ -417,12 +417,20 @@ def _check_new_run_dir(directory: Path) -> None:
                           f"run_dir in a writable directory (--run-dir DIR)")
 
 
+def _interrupted_start(directory: Path) -> list[Path]:
+    """The temporary files a kill during the atomic write of a new run's ``config.yaml`` leaves behind: a folder
+    holding only these held no run yet, and the same ``train`` command may start it again."""
+    return list(directory.glob(f".{CONFIG_FILE}.*.tmp"))
+
+
 def _create_run_dir(directory: Path, config_text: str) -> None:
     """Create ``directory`` and write its ``config.yaml``; an OS error becomes a :class:`RunError` (and a
     directory created here is removed again)."""
     created = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        for stale in _interrupted_start(directory):
+            stale.unlink()
         atomic_write_text(directory / CONFIG_FILE, config_text)
     except OSError as err:
         if created:

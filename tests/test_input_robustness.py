@@ -148,6 +148,29 @@ def test_a_checkpoint_with_a_missing_or_extra_tensor_is_refused(tmp_path):
     assert MetaSGD.load(path).policy.hidden_sizes == (4,)  # the intact file still loads
 
 
+@pytest.mark.parametrize("case", ["truncated", "no config", "config not JSON", "directory"])
+def test_a_broken_checkpoint_file_is_one_line_naming_what_is_wrong(tmp_path, capsys, case):
+    model = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(4,)), meta_batch_size=1, episodes_per_task=1)
+    path = model.save(tmp_path / "m.pt")
+    state = torch.load(path, weights_only=True)
+    bad = tmp_path / "bad.pt"
+    if case == "truncated":  # torch reads a zip cut near its end as an OSError (EINVAL)
+        bad.write_bytes(path.read_bytes()[: path.stat().st_size * 9 // 10])
+        expect = "is not a metasgd-rl checkpoint: torch cannot read its"
+    elif case == "no config":
+        torch.save({k: v for k, v in state.items() if k != "config"}, bad)
+        expect = "is not a complete metasgd-rl checkpoint: it has no config"
+    elif case == "config not JSON":
+        torch.save({**state, "config": "{not json"}, bad)
+        expect = "its config is not JSON"
+    else:
+        bad.mkdir()
+        expect = "it is a directory; give a checkpoint file"
+    assert main(["evaluate", str(bad), "--tasks", "1", "--episodes", "1", "--steps", "1"]) == 2
+    err = one_error_line(capsys)
+    assert expect in err and "(CheckpointError" not in err and "[Errno" not in err
+
+
 # -- point 3: run directories ------------------------------------------------------------------------------------
 
 
@@ -306,3 +329,13 @@ def test_run_create_checks_memory_too(tmp_path):
     with pytest.raises(ConfigError, match=r"meta_batch_size=1000000000.* needs at least .* is available"):
         Run.create({**config, "meta_batch_size": 10**9})
     assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_left_by_a_kill_during_start_up_takes_the_same_command_again(tmp_path):
+    """A SIGKILL while ``train`` writes the new run's config.yaml leaves only the write's temporary file."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".config.yaml.k1ll3d.tmp").write_text("algo: meta")
+    Run.create(resolve_config({**TINY, "iterations": 1, "run_dir": str(run_dir)})).train()
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
+    assert (run_dir / "final.pt").is_file()
