@@ -156,8 +156,10 @@ def captured_cli(argv: list[str]) -> Iterator[dict[str, Any]]:
     yield result
 
 
-def refused_cleanly(result: dict[str, Any], expect: str | tuple[str, ...], codes: tuple[int, ...] = (1, 2)) \
-        -> tuple[bool, str]:
+def refused_cleanly(result: dict[str, Any], expect: str | tuple[str, ...], codes: tuple[int, ...] = (1, 2),
+                    forbid: tuple[str, ...] = ()) -> tuple[bool, str]:
+    """Held: an exit code in ``codes``, no traceback, and a last stderr line that names every word of ``expect`` and
+    none of ``forbid`` (advice that would be wrong for this case)."""
     if result["escaped"]:
         return False, f"traceback: {result['escaped']}"
     lines = [line for line in result["stderr"].splitlines() if line.strip()]
@@ -169,6 +171,9 @@ def refused_cleanly(result: dict[str, Any], expect: str | tuple[str, ...], codes
     expected = (expect,) if isinstance(expect, str) else expect
     if not all(word.lower() in message.lower() for word in expected):
         return False, f"message does not name {expected}: {message}"
+    wrong = [word for word in forbid if word in message]
+    if wrong:
+        return False, f"message gives wrong advice ({', '.join(wrong)}): {message}"
     return True, message
 
 
@@ -385,23 +390,127 @@ def bad_run_dirs(tally: Tally, work: Path, reference: Path) -> None:
     config = str(work / "tiny.yaml")
     a_file = work / "a-file"
     a_file.write_text("not a directory\n")
-    cases: list[tuple[str, list[str], tuple[str, ...]]] = [
-        ("run dir under a file", ["train", config, "--run-dir", str(a_file / "run")], ("a-file",)),
-        ("run dir that is a file", ["train", config, "--run-dir", str(a_file)], ("a-file",)),
-        ("run dir that already holds a run", ["train", config, "--run-dir", str(reference)], ("--resume",)),
-        ("--resume of a missing dir", ["train", "--resume", str(work / "missing")], ("missing",)),
-        ("--resume of a file", ["train", "--resume", str(a_file)], ("a-file",)),
-        ("--resume of a finished run with nothing to do", ["train", "--resume", str(reference)], ()),
+    stale = work / "killed-at-start"
+    stale.mkdir()
+    (stale / ".config.yaml.k1ll3d.tmp").write_text("algo: meta")
+    cases: list[tuple[str, list[str], tuple[str, ...], tuple[str, ...]]] = [
+        ("run dir under a file", ["train", config, "--run-dir", str(a_file / "run")], ("a-file", "is a file"), ()),
+        ("run dir that is a file", ["train", config, "--run-dir", str(a_file)], ("a-file", "is a file"),
+         ("--resume",)),
+        ("run dir that already holds a run", ["train", config, "--run-dir", str(reference)], ("--resume",), ()),
+        ("--resume of a missing dir", ["train", "--resume", str(work / "missing")], ("missing",), ()),
+        ("--resume of a file", ["train", "--resume", str(a_file)], ("a-file", "is a file"), ()),
+        ("--resume of a finished run with nothing to do", ["train", "--resume", str(reference)], (), ()),
+        ("run dir left by a kill during start-up", ["train", config, "--run-dir", str(stale),
+                                                    "--set", "iterations=1"], (), ()),
     ]
-    for name, argv, expect in cases:
+    for name, argv, expect, forbid in cases:
         with captured_cli(argv) as result:
             pass
         if not expect:  # nothing to refuse: exit 0 and no traceback
             held = result["code"] == 0 and not result["escaped"]
             detail = result["escaped"] or result["stderr"][-200:]
         else:
-            held, detail = refused_cleanly(result, expect)
+            held, detail = refused_cleanly(result, expect, forbid=forbid)
         tally.add("bad run dirs", name, held, detail)
+
+
+# -- faulty task families ------------------------------------------------------------------------------------
+
+
+def family_classes() -> tuple[dict[str, tuple[type, tuple[str, ...]]], type]:
+    """Faulty variants of Navigation2D (stepped through the generic vector env, one ``make_env`` per episode) and
+    the words a held error must contain."""
+    import gymnasium as gym
+
+    from envs.navigation import Navigation2DFamily
+    from metasgd_rl.family import TaskFamily
+
+    class Generic(Navigation2DFamily):
+        make_vector_env = TaskFamily.make_vector_env
+
+        def __init__(self) -> None:
+            super().__init__(max_episode_steps=10)
+
+    class NumpyTasks(Generic):
+        def sample_tasks(self, n, rng, split="train"):
+            return [{"goal": np.asarray(t["goal"])} for t in super().sample_tasks(n, rng, split)]
+
+    class TupleTasks(Generic):
+        def sample_tasks(self, n, rng, split="train"):
+            return [{"goal": tuple(t["goal"])} for t in super().sample_tasks(n, rng, split)]
+
+    class BrokenMakeEnv(Generic):
+        def make_env(self, task):
+            raise ValueError("mass must be positive")
+
+    class WrongShape(Generic):
+        def make_env(self, task):
+            return gym.wrappers.TransformObservation(super().make_env(task), lambda o: np.append(o, 0.0), None)
+
+    class NaNReward(Generic):
+        def make_env(self, task):
+            env = super().make_env(task)
+            if task["goal"][0] > 0:  # some tasks only
+                return gym.wrappers.TransformReward(env, lambda r: float("nan"))
+            return env
+
+    return {
+        "tasks holding numpy arrays": (NumpyTasks, ("not JSON-able", "numpy.ndarray", ".tolist()")),
+        "tasks holding tuples": (TupleTasks, ("not JSON-able", "tuple")),
+        "make_env that raises": (BrokenMakeEnv, ("make_env", "mass must be positive", "task")),
+        "observations of the wrong shape": (WrongShape, ("shape (3,)", "shape (2,)", "task")),
+    }, NaNReward
+
+
+def faulty_families(tally: Tally, work: Path) -> None:
+    from metasgd_rl import MetaSGD
+    from metasgd_rl.registry import _REGISTRY, register_task_family
+
+    settings = dict(policy_kwargs=dict(hidden_sizes=[16]), meta_batch_size=4, episodes_per_task=2, outer="adam",
+                    seed=0)
+    cases, nan_family = family_classes()
+    for i, (name, (cls, expect)) in enumerate(cases.items()):
+        family_id = f"Faulty{i}-v0"
+        register_task_family(family_id, cls)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                MetaSGD(family_id, **settings).learn(1, progress_bar=False)
+            held, detail = False, "trained without complaint"
+        except Exception as exc:  # noqa: BLE001
+            message = str(exc)
+            held = (family_id in message and all(w in message for w in expect) and "\n" not in message.strip())
+            detail = f"{type(exc).__name__}: {message}"
+        finally:
+            _REGISTRY.pop(family_id, None)
+        tally.add("faulty families", name, held, detail)
+
+    register_task_family("FaultyNaN-v0", nan_family)
+    try:
+        model = MetaSGD("FaultyNaN-v0", **settings)
+        before = [p.detach().clone() for p in (*model.policy.parameters(), *model.step_sizes.parameters())]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.learn(1, progress_bar=False)
+        after = [p.detach() for p in (*model.policy.parameters(), *model.step_sizes.parameters())]
+        messages = [str(w.message) for w in caught if "rejected" in str(w.message)]
+        unchanged = all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+        named = bool(messages) and all(w in messages[0] for w in ("task", "non-finite reward", "step", "rollouts"))
+        held, detail = unchanged and named, (messages[0] if messages else "no warning") + \
+            ("" if unchanged else "; θ or α changed")
+    finally:
+        _REGISTRY.pop("FaultyNaN-v0", None)
+    tally.add("faulty families", "a NaN reward in some tasks", held, detail)
+
+    # a family registered in user code only: the metasgd-rl command is a fresh process that never imported it
+    config = write_config(work / "unregistered.yaml", family="MyOwnFamily-v0")
+    result = subprocess.run(cli_command("train", str(config), "--run-dir", str(work / "unregistered-run")),
+                            env=subprocess_env(), capture_output=True, text=True)
+    held, detail = refused_cleanly({"code": result.returncode, "stderr": result.stderr, "escaped": None},
+                                   ("not registered in this process", "entry point"), codes=(2,),
+                                   forbid=("did you mean",))
+    tally.add("faulty families", "a family registered in user code, named in a CLI config", held, detail)
 
 
 # -- report -------------------------------------------------------------------------------------------------
@@ -457,6 +566,8 @@ def main() -> int:
         bad_configs(tally, work)
         print("bad run dirs", flush=True)
         bad_run_dirs(tally, work, reference)
+        print("faulty families", flush=True)
+        faulty_families(tally, work)
     seconds = time.perf_counter() - start
     print()
     for kind, row in tally.summary().items():
