@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,mujoco,distributed,metaworld]"
 	touch $(STAMP)
 
+# two test processes (one per core), each test file kept in one of them (module fixtures, one local Ray)
 test: $(STAMP)
 	$(PY) -m ruff check metasgd_rl envs tests scripts examples
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(PY) -m ruff check metasgd_rl envs tests scripts examples
