@@ -220,8 +220,8 @@ class MetaSGD:
 
     ``num_threads`` (default 1): torch's CPU threads while the model samples, adapts and updates, whatever the
     process's setting (None keeps the process's). Multi-threaded sums round differently, so the same seed and
-    the same ``num_threads`` give the same bits on any machine, and another ``num_threads`` another run (see
-    :mod:`metasgd_rl.threads`). Ray workers always sample with one thread.
+    the same ``num_threads`` give the same bits whatever the process's setting and the load, and another
+    ``num_threads`` another run (see :mod:`metasgd_rl.threads`). Ray workers always sample with one thread.
     """
 
     def __init__(
