@@ -276,3 +276,21 @@ def test_evaluate_adaptation_is_seeded_and_leaves_the_model_alone():
     assert not np.array_equal(first.returns, other.returns)
     assert first.mean().shape == (3,) and (first.ci95() > 0).all()
     assert_same_state(before, model.policy.state_dict())
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)], ids=["022", "077"])
+def test_files_are_written_with_the_mode_the_umask_gives(tmp_path, umask, mode):
+    import os
+
+    from metasgd_rl.io import atomic_torch_save, atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        text = atomic_write_text(tmp_path / "report.md", "x\n")
+        checkpoint = atomic_torch_save({"x": torch.zeros(1)}, tmp_path / "checkpoint.pt")
+        run = Run.create(resolve_config({**TINY, "run_dir": str(tmp_path / "run")}))
+        atomic_write_text(text, "rewritten\n")
+    finally:
+        os.umask(old)
+    for path in (text, checkpoint, run.directory / "config.yaml"):
+        assert path.stat().st_mode & 0o777 == mode, (path, oct(path.stat().st_mode))
