@@ -196,7 +196,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{PROG}: training {run.config['algo']} on {run.config['family']} for "
               f"{run.config['iterations']} iterations in {run.directory}", flush=True)
     try:
-        run.train()
+        run.train(summary=True)  # the summary line is the result, with or without the progress bar
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted at iteration {run.model.iteration}; continue with: "
               f"{PROG} train --resume {run.directory}", file=sys.stderr)

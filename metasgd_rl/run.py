@@ -312,8 +312,11 @@ class Run:
         return run
 
     # -- training -----------------------------------------------------------------------------------------
-    def train(self, callback: CallbackLike = None) -> MetaSGD:
+    def train(self, callback: CallbackLike = None, summary: bool | None = None) -> MetaSGD:
         """Train until ``iterations``, logging every iteration and checkpointing as configured.
+
+        ``summary``: print the one-line summary of the iterations trained (see :meth:`MetaSGD.learn`); by
+        default only with the config's ``progress_bar``. ``metasgd-rl train`` passes True.
 
         Writes ``checkpoint.pt`` (and ``final.pt`` once all iterations are done) when training ends normally,
         including a stop asked for by ``callback`` and a first SIGINT (Ctrl-C) or SIGTERM, which stop after the
@@ -327,7 +330,8 @@ class Run:
             if remaining > 0:
                 callbacks: list[Any] = [_RunLogger(self)] + ([callback] if callback is not None else [])
                 with _stop_on_signals(self):
-                    model.learn(remaining, callback=callbacks, progress_bar=self.config["progress_bar"])
+                    model.learn(remaining, callback=callbacks, progress_bar=self.config["progress_bar"],
+                                summary=summary)
             if self._last_checkpoint != model.iteration:
                 self.save_checkpoint()
             if model.iteration >= self.config["iterations"]:

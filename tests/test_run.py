@@ -294,3 +294,27 @@ def test_files_are_written_with_the_mode_the_umask_gives(tmp_path, umask, mode):
         os.umask(old)
     for path in (text, checkpoint, run.directory / "config.yaml"):
         assert path.stat().st_mode & 0o777 == mode, (path, oct(path.stat().st_mode))
+
+
+def test_the_cli_prints_the_summary_without_the_progress_bar_and_learn_stays_quiet(tmp_path, capsys):
+    config = write_config(tmp_path / "tiny.yaml", iterations=1, eval_every=0)  # TINY: progress_bar=False
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "MetaSGD: 1 iterations to 1, " in out and "post-adaptation" in out and "updates rejected" in out
+    model = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(8,)), meta_batch_size=2,
+                    episodes_per_task=2)
+    model.learn(1, progress_bar=False)
+    assert capsys.readouterr().out == ""
+    model.learn(1, progress_bar=False, summary=True)
+    assert capsys.readouterr().out.startswith("MetaSGD: 1 iterations to 2, ")
+
+
+def test_the_progress_bar_of_a_resumed_run_counts_from_the_checkpoint(tmp_path, capsys):
+    config = write_config(tmp_path / "tiny.yaml", iterations=2, eval_every=0)
+    b = tmp_path / "b"
+    assert main(["train", str(config), "--run-dir", str(b)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(b), "--set", "iterations=4", "--set", "progress_bar=true"]) == 0
+    err = capsys.readouterr().err
+    assert "2/4" in err and "4/4" in err, err
+    assert "0/2" not in err and "2/2" not in err, err
