@@ -186,6 +186,10 @@ def _train(args: argparse.Namespace) -> int:
                               f"{args.resume!r}")
         run = Run.resume(args.resume, args.sets, config_path=args.config, allow_env_imports=args.allow_env_imports)
         done, total = run.model.iteration, run.config["iterations"]
+        if run.complete:
+            print(f"{PROG}: run {run.directory} is already at iteration {done} of {total}; nothing to do (give "
+                  f"--set iterations=M with M > {total} to train longer)")
+            return 0
         state = f"is complete ({done} of {total} iterations)" if done >= total else \
             f"resumes from iteration {done} to {total}"
         print(f"{PROG}: run {run.directory} {state}", flush=True)

@@ -318,3 +318,21 @@ def test_the_progress_bar_of_a_resumed_run_counts_from_the_checkpoint(tmp_path, 
     err = capsys.readouterr().err
     assert "2/4" in err and "4/4" in err, err
     assert "0/2" not in err and "2/2" not in err, err
+
+
+def test_resuming_a_finished_run_changes_nothing_and_says_so_in_one_line(tmp_path, capsys):
+    config = write_config(tmp_path / "tiny.yaml", iterations=2)
+    b = tmp_path / "b"
+    assert main(["train", str(config), "--run-dir", str(b)]) == 0
+    capsys.readouterr()
+
+    def listing():
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in b.iterdir()}
+
+    before = listing()
+    for sets in ([], ["--set", "iterations=2", "--set", "eval_every=1"]):
+        assert main(["train", "--resume", str(b), *sets]) == 0
+        assert listing() == before  # no file rewritten, no TensorBoard events file added
+        out = capsys.readouterr().out
+        assert out == (f"metasgd-rl: run {b} is already at iteration 2 of 2; nothing to do (give --set "
+                       "iterations=M with M > 2 to train longer)\n")
