@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "same held-out tasks and rollout seeds, and write results.json and a report into --out:\n"
                     "adaptation curves of all runs, their learning curves, the learned α of each Meta-SGD run\n"
                     "and, on Navigation2D, trajectories before and after adaptation. Each run is labelled by its\n"
-                    "directory name; the runs must share one task family.",
+                    "method and seed ('Meta-SGD (seed 0)', 'MAML (seed 1)'; the directory name is added where two\n"
+                    "runs share both); the runs must share one task family.",
         epilog="example:\n"
                "  metasgd-rl compare runs/navigation2d-metasgd-2025* runs/navigation2d-maml-2025* --out reports/nav",
     )

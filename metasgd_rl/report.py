@@ -111,10 +111,28 @@ def run_checkpoint(run_dir: str | os.PathLike) -> Path:
                           f"{CHECKPOINT_FILE}; use a run directory written by 'metasgd-rl train'")
 
 
-def run_labels(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
-    """Each run's directory name; the path as given where two names coincide."""
+#: how reports name the model classes
+METHOD_NAMES = {"MetaSGD": "Meta-SGD", "MAML": "MAML"}
+
+
+def method_label(model: MetaSGD, detail: str | None = None) -> str:
+    """``"Meta-SGD (seed 0)"``: the model's method and seed (and ``detail`` after the seed, if given)."""
+    method = METHOD_NAMES.get(type(model).__name__, type(model).__name__)
+    return f"{method} (seed {model.seed}{'' if detail is None else f', {detail}'})"
+
+
+def run_labels(run_dirs: Sequence[str | os.PathLike], models: Sequence[MetaSGD] | None = None) -> list[str]:
+    """Each run's label: with ``models`` (the runs' models), the method and seed (:func:`method_label`, e.g.
+    ``"Meta-SGD (seed 0)"``), with the directory name added where two runs share both
+    (``"Meta-SGD (seed 0, run-a)"``); without, the directory name. The path as given replaces a directory name
+    that two runs share."""
     names = [Path(d).resolve().name or os.fspath(d) for d in run_dirs]
-    labels = [n if names.count(n) == 1 else os.fspath(d) for n, d in zip(names, run_dirs, strict=True)]
+    names = [n if names.count(n) == 1 else os.fspath(d) for n, d in zip(names, run_dirs, strict=True)]
+    labels = names
+    if models is not None:
+        methods = [method_label(m) for m in models]
+        labels = [label if methods.count(label) == 1 else method_label(m, n)
+                  for label, m, n in zip(methods, models, names, strict=True)]
     if len(set(labels)) != len(labels):
         duplicate = next(label for label in labels if labels.count(label) > 1)
         raise ComparisonError(f"RUN_DIR={duplicate!r} is not allowed twice; give each run once")
@@ -144,17 +162,19 @@ def evaluate_runs(
     The ``n_tasks`` tasks are sampled once, from the first model's family with ``seed``; every model is then
     evaluated on them with the same ``seed`` (so the same environment seeds). Runs of different task families
     (id or family kwargs) are refused. Returns ``(results, runs, models)`` keyed by run label
-    (:func:`run_labels`), ready for :func:`write_report`. Each model's family releases its pooled environments
-    after its evaluation, so memory holds one run's environments at a time. ``allow_env_imports``: see
+    (:func:`run_labels`: method and seed, e.g. ``"Meta-SGD (seed 0)"``), ready for :func:`write_report`. Each
+    model's family releases its pooled environments after its evaluation, so memory holds one run's environments
+    at a time. ``allow_env_imports``: see
     :meth:`MetaSGD.load <metasgd_rl.MetaSGD.load>` (checkpoints naming a module-qualified ``env_id`` are refused
     without it).
     """
     if not run_dirs:
         raise ComparisonError("RUN_DIR is missing; give at least one run directory")
-    labels = run_labels(run_dirs)
+    run_labels(run_dirs)  # refuses a run given twice before anything is loaded
     checkpoints = [run_checkpoint(d) for d in run_dirs]
-    models = {label: load_checkpoint(path, "RUN_DIR", allow_env_imports)
-              for label, path in zip(labels, checkpoints, strict=True)}
+    loaded = [load_checkpoint(path, "RUN_DIR", allow_env_imports) for path in checkpoints]
+    labels = run_labels(run_dirs, loaded)
+    models = dict(zip(labels, loaded, strict=True))
     first_label, first = next(iter(models.items()))
     for model, run_dir in zip(models.values(), run_dirs, strict=True):
         if _family_key(model) != _family_key(first):

@@ -13,7 +13,7 @@ import torch
 
 from metasgd_rl import MAML, AdaptationResult, MetaSGD, evaluate_adaptation
 from metasgd_rl.config import resolve_config
-from metasgd_rl.report import alpha_statistics, load_results, trajectories, write_report
+from metasgd_rl.report import alpha_statistics, load_results, run_labels, trajectories, write_report
 from metasgd_rl.run import Run
 from tests.bandit import ArmsFamily
 from tests.tiny_config import TINY
@@ -232,3 +232,13 @@ def test_trajectories_are_the_masked_positions_from_the_start():
         assert xy.shape[1] == 2 and 1 <= len(xy) <= 100
         assert np.array_equal(xy[0], [0.0, 0.0])  # Navigation2D starts at the origin
         assert np.abs(np.diff(xy, axis=0)).max() <= 0.1 + 1e-6  # moves of at most 0.1 per coordinate
+
+
+def test_runs_are_labelled_by_method_and_seed_and_the_directory_where_both_coincide():
+    a, b, c = tiny_model(seed=0), tiny_model(seed=0), tiny_model(MAML, seed=1)
+    assert run_labels(["runs/x", "runs/y"], [a, c]) == ["Meta-SGD (seed 0)", "MAML (seed 1)"]
+    assert run_labels(["runs/x", "runs/y", "runs/z"], [a, b, c]) == \
+        ["Meta-SGD (seed 0, x)", "Meta-SGD (seed 0, y)", "MAML (seed 1)"]
+    assert run_labels(["a/run", "b/run"], [a, b]) == ["Meta-SGD (seed 0, a/run)", "Meta-SGD (seed 0, b/run)"]
+    with pytest.raises(ValueError, match="not allowed twice"):
+        run_labels(["runs/x", "runs/x"], [a, b])
