@@ -13,7 +13,15 @@ import torch
 
 from metasgd_rl import MAML, AdaptationResult, MetaSGD, evaluate_adaptation
 from metasgd_rl.config import resolve_config
-from metasgd_rl.report import alpha_statistics, load_results, run_labels, trajectories, write_report
+from metasgd_rl.report import (
+    alpha_histogram_range,
+    alpha_statistics,
+    load_results,
+    plot_alpha,
+    run_labels,
+    trajectories,
+    write_report,
+)
 from metasgd_rl.run import Run
 from tests.bandit import ArmsFamily
 from tests.tiny_config import TINY
@@ -164,6 +172,22 @@ def test_alpha_statistics_of_known_values():
     assert stats["layers.0.weight"]["negative"] == 0.0 and stats["layers.0.weight"]["mean_abs_change"] == 0.0
     maml = {s["tensor"]: s for s in alpha_statistics(tiny_model(MAML))}
     assert list(maml) == ["all"] and maml["all"]["size"] == 1
+
+
+def test_the_alpha_histogram_range_widens_around_alpha_that_all_sit_at_one_value(tmp_path):
+    at_init = np.full((1, 16), np.float32(0.1), dtype=np.float64)  # α untouched since α_init, as stored
+    (lo, hi), bins, note = alpha_histogram_range(at_init)
+    assert lo < 0.1 < hi and hi - lo == pytest.approx(0.01) and (lo + hi) / 2 == pytest.approx(0.1)
+    assert note == "all α = 0.1" and bins % 2 == 1  # one narrow bar, centred
+    assert np.histogram(at_init, bins=bins, range=(lo, hi))[0][bins // 2] == 16
+    (lo, hi), bins, note = alpha_histogram_range(0.1 + np.array([[0.0, 1e-9, -1e-9]]))  # rounding only
+    assert lo < 0.1 < hi and note == "all α ≈ 0.1"
+    (lo, hi), _, note = alpha_histogram_range(np.zeros((2, 3)))
+    assert lo < 0 < hi and note == "all α = 0"
+    spread = np.linspace(-0.2, 0.3, 100).reshape(1, -1)
+    assert alpha_histogram_range(spread) == ((-0.2, 0.3), 25, None)
+    assert alpha_histogram_range(spread, max_bins=10)[1] == 10
+    assert_valid_png(plot_alpha(tiny_model(alpha_init=0.1), tmp_path / "alpha.png"))  # every tensor at α_init
 
 
 # -- the report -------------------------------------------------------------------------------------------------
