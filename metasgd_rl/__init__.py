@@ -2,7 +2,7 @@
 
 from metasgd_rl.advantages import compute_advantages
 from metasgd_rl.allocator import reuse_freed_memory
-from metasgd_rl.checks import TaskFamilyCheckError, check_task_family
+from metasgd_rl.checks import TaskFamilyCheckError, TaskFamilyReport, check_task_family
 from metasgd_rl.estimators import AdvantageConfig, MetaBatch, meta_objective
 from metasgd_rl.evaluation import AdaptationResult, evaluate_adaptation
 from metasgd_rl.family import EpisodeVectorEnv, Task, TaskFamily, split_generator
@@ -37,6 +37,7 @@ __all__ = [
     "Uniform",
     "TaskFamily",
     "TaskFamilyCheckError",
+    "TaskFamilyReport",
     "alpha_probe",
     "check_task_family",
     "compute_advantages",

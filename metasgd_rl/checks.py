@@ -3,14 +3,18 @@
 A broken family rarely crashes: it silently trains on the wrong data (tasks that never reach the
 environment, a test split that returns training tasks, a vector env that runs the wrong task in a sub-env).
 :func:`check_task_family` runs a family through short, seeded rollouts and raises a
-:class:`TaskFamilyCheckError` that names the family and what is wrong.
+:class:`TaskFamilyCheckError` that names the family and what is wrong; a family that passes gets a
+:class:`TaskFamilyReport`: the checks run or skipped, and the env checkers' warnings as plain text.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -30,11 +34,61 @@ _ATOL = 1e-6
 
 
 class TaskFamilyCheckError(ValueError):
-    """Raised by :func:`check_task_family` when a family breaks the task-family contract."""
+    """Raised by :func:`check_task_family` when a family breaks the task-family contract. ``report`` holds the
+    :class:`TaskFamilyReport` up to the failure (the checks that passed, the warnings so far)."""
+
+    report: TaskFamilyReport | None = None
 
 
-def check_task_family(family: TaskFamily, *, n_tasks: int = 3, seed: int = 0, steps: int = 20) -> None:
-    """Raise :class:`TaskFamilyCheckError` if ``family`` breaks the contract of :class:`TaskFamily`.
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One check of :func:`check_task_family`: its name, ``"passed"`` or ``"skipped"``, and why it was skipped."""
+
+    name: str
+    status: str
+    reason: str = ""
+
+
+@dataclass
+class TaskFamilyReport:
+    """What :func:`check_task_family` did: the family, each check (passed or skipped, with the reason) and the
+    warnings gymnasium's and SB3's env checkers (or the family's env) gave, as plain text (no ANSI colours, no
+    ``WARN:`` prefix, each once). ``str(report)`` is a short readable summary."""
+
+    family: str
+    checks: list[CheckOutcome] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> list[str]:
+        return [c.name for c in self.checks if c.status == "passed"]
+
+    @property
+    def skipped(self) -> list[str]:
+        return [c.name for c in self.checks if c.status == "skipped"]
+
+    def __str__(self) -> str:
+        counts = f"{len(self.passed)} checks passed, {len(self.skipped)} skipped, {len(self.warnings)} warning" + \
+            ("" if len(self.warnings) == 1 else "s")
+        lines = [f"task family {self.family}: {counts}"]
+        lines += [f"  {c.status:<7}  {c.name}" + (f" ({c.reason})" if c.reason else "") for c in self.checks]
+        lines += [f"  warning  {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def plain_warning(message: Any) -> str:
+    """A warning's text without ANSI colour codes or gymnasium's ``WARN:`` prefix, on one line."""
+    text = _ANSI.sub("", str(message)).strip()
+    text = text.removeprefix("WARN:").strip()
+    return " ".join(text.split())
+
+
+def check_task_family(family: TaskFamily, *, n_tasks: int = 3, seed: int = 0, steps: int = 20) -> TaskFamilyReport:
+    """Raise :class:`TaskFamilyCheckError` if ``family`` breaks the contract of :class:`TaskFamily`; else return a
+    :class:`TaskFamilyReport` (``print(check_task_family(family))`` shows the checks and warnings).
 
     In order: its spaces and horizon; task sampling (``n`` JSON-able dicts, reproducible from a seed,
     invalid splits refused, test tasks disjoint from training tasks unless ``family.disjoint_splits`` is
@@ -44,14 +98,55 @@ def check_task_family(family: TaskFamily, *, n_tasks: int = 3, seed: int = 0, st
     observations or rewards; and that ``make_vector_env`` runs task ``i // E`` in sub-env ``i`` exactly like a
     single env reset with ``seed + i``, freezing sub-envs whose episode ended.
     ``n_tasks`` tasks are used for the vector env, rollouts last at most ``steps`` steps.
+
+    Warnings raised meanwhile (gymnasium's checker warns in yellow, e.g. about infinite Box bounds) are
+    collected into the report as plain text rather than printed; on a failure they are on the error's
+    ``report``.
     """
     name = _family_name(family)
-    _check_attributes(family, name)
-    tasks = _check_sampling(family, name, n_tasks, seed)
-    _check_make_env(family, name, tasks[0])
-    _check_determinism(family, name, tasks[0], seed, steps)
-    _check_tasks_differ(family, name, tasks, seed, steps)
-    _check_vector_env(family, name, tasks, seed, steps)
+    report = TaskFamilyReport(family=name)
+
+    def passed(check: str) -> None:
+        report.checks.append(CheckOutcome(check, "passed"))
+
+    def skipped(check: str, reason: str) -> None:
+        report.checks.append(CheckOutcome(check, "skipped", reason))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            _check_attributes(family, name)
+            passed("spaces and horizon")
+            tasks = _check_sampling(family, name, n_tasks, seed)
+            passed("task sampling (JSON-able, seeded, splits)")
+            if getattr(family, "disjoint_splits", True):
+                passed("test tasks differ from training tasks")
+            else:
+                skipped("test tasks differ from training tasks", "the family declares disjoint_splits = False")
+            sb3 = _check_make_env(family, name, tasks[0])
+            passed("make_env spaces and gymnasium's env checker")
+            if sb3:
+                passed("stable-baselines3's env checker")
+            else:
+                skipped("stable-baselines3's env checker", "the env has compute_reward without Dict observations, "
+                        "which SB3 would take for a goal-conditioned env")
+            _check_determinism(family, name, tasks[0], seed, steps)
+            passed("determinism for a fixed task, seed and actions")
+            if _check_tasks_differ(family, name, tasks, seed, steps):
+                passed("different tasks give different rollouts")
+            else:
+                skipped("different tasks give different rollouts", f"the {n_tasks} tasks drawn are all the same")
+            _check_vector_env(family, name, tasks, seed, steps)
+            passed("make_vector_env matches single envs")
+        except TaskFamilyCheckError as err:
+            err.report = report
+            raise
+        finally:
+            for w in caught:
+                text = plain_warning(w.message)
+                if text and text not in report.warnings:
+                    report.warnings.append(text)
+    return report
 
 
 def _family_name(family: Any) -> str:
@@ -178,8 +273,9 @@ def _run_checker(name: str, checker: str, check: Callable[[gym.Env], None], env:
         env.close()
 
 
-def _check_make_env(family: TaskFamily, name: str, task: Task) -> None:
-    """Each checker gets a fresh env: both step it, and gymnasium's also closes it."""
+def _check_make_env(family: TaskFamily, name: str, task: Task) -> bool:
+    """Each checker gets a fresh env: both step it, and gymnasium's also closes it. Whether SB3's checker ran
+    (see :func:`_looks_like_goal_env`)."""
     _run_checker(
         name,
         "gymnasium's env checker",
@@ -189,8 +285,9 @@ def _check_make_env(family: TaskFamily, name: str, task: Task) -> None:
     env = _make_env(family, name, task)
     if _looks_like_goal_env(env):
         env.close()
-        return
+        return False
     _run_checker(name, "stable-baselines3's env checker", lambda env: sb3_check_env(env, warn=False), env)
+    return True
 
 
 def _looks_like_goal_env(env: gym.Env) -> bool:
@@ -250,14 +347,15 @@ def _check_determinism(family: TaskFamily, name: str, task: Task, seed: int, ste
             )
 
 
-def _check_tasks_differ(family: TaskFamily, name: str, tasks: list[Task], seed: int, steps: int) -> None:
+def _check_tasks_differ(family: TaskFamily, name: str, tasks: list[Task], seed: int, steps: int) -> bool:
+    """Whether there were two different tasks to compare (a family may have a single task)."""
     others = [t for t in tasks[1:] if t != tasks[0]]
     if not others:
-        return  # nothing to compare: a family may have a single task
+        return False
     first = _rollout(family, name, tasks[0], seed, steps)
     second = _rollout(family, name, others[0], seed, steps)
     if not all(_same_transition(a, b) for a, b in zip(first, second, strict=False)):
-        return
+        return True
     raise _fail(
         name,
         f"tasks {tasks[0]!r} and {others[0]!r} give identical observations and rewards: the task "

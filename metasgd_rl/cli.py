@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "same held-out tasks and rollout seeds, and write results.json and a report into --out:\n"
                     "adaptation curves of all runs, their learning curves, the learned α of each Meta-SGD run\n"
                     "and, on Navigation2D, trajectories before and after adaptation. Each run is labelled by its\n"
-                    "directory name; the runs must share one task family.",
+                    "method and seed ('Meta-SGD (seed 0)', 'MAML (seed 1)'; the directory name is added where two\n"
+                    "runs share both); the runs must share one task family.",
         epilog="example:\n"
                "  metasgd-rl compare runs/navigation2d-metasgd-2025* runs/navigation2d-maml-2025* --out reports/nav",
     )
@@ -186,6 +187,10 @@ def _train(args: argparse.Namespace) -> int:
                               f"{args.resume!r}")
         run = Run.resume(args.resume, args.sets, config_path=args.config, allow_env_imports=args.allow_env_imports)
         done, total = run.model.iteration, run.config["iterations"]
+        if run.complete:
+            print(f"{PROG}: run {run.directory} is already at iteration {done} of {total}; nothing to do (give "
+                  f"--set iterations=M with M > {total} to train longer)")
+            return 0
         state = f"is complete ({done} of {total} iterations)" if done >= total else \
             f"resumes from iteration {done} to {total}"
         print(f"{PROG}: run {run.directory} {state}", flush=True)
@@ -196,7 +201,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{PROG}: training {run.config['algo']} on {run.config['family']} for "
               f"{run.config['iterations']} iterations in {run.directory}", flush=True)
     try:
-        run.train()
+        run.train(summary=True)  # the summary line is the result, with or without the progress bar
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted at iteration {run.model.iteration}; continue with: "
               f"{PROG} train --resume {run.directory}", file=sys.stderr)

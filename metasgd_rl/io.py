@@ -15,12 +15,30 @@ from typing import Any
 import torch
 
 
+def current_umask() -> int:
+    """The process's umask, read from ``/proc/self/status`` (Linux); elsewhere set and restored at once
+    (``os.umask`` has no read-only form: another thread creating a file in that instant would get mode 0o666)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically, with the mode a plain ``open(path, "w")`` gives: 0o666 less the
+    process's umask (``tempfile.mkstemp`` alone would leave every file 0o600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, 0o666 & ~current_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -517,19 +517,26 @@ class MetaSGD:
         }
 
     @with_model_threads
-    def learn(self, iterations: int, callback: CallbackLike = None, progress_bar: bool = True) -> MetaSGD:
+    def learn(self, iterations: int, callback: CallbackLike = None, progress_bar: bool = True,
+              summary: bool | None = None) -> MetaSGD:
         """Run ``iterations`` more meta-iterations.
 
         ``callback``: a :class:`~metasgd_rl.callbacks.BaseCallback`, a function of the iteration's info dict,
-        or a list of them; returning ``False`` stops training. The progress bar shows the live pre- and
-        post-adaptation returns and seconds per iteration; a one-line summary follows at the end.
+        or a list of them; returning ``False`` stops training. ``progress_bar``: a live bar (on stderr) with the
+        pre- and post-adaptation returns and seconds per iteration; it counts the model's iterations, so a
+        model at iteration 6 that learns 2 more goes from 6/8 to 8/8. ``summary``: print a one-line summary
+        (iterations, s/iteration, the last returns, rejected updates) on stdout at the end; by default
+        (None) only with the progress bar, so ``learn(n, progress_bar=False)`` prints nothing unless
+        ``summary=True``. The ``metasgd-rl train`` command always prints it.
         """
         from tqdm.auto import tqdm
 
         iterations = _positive_int("iterations", iterations)
+        summary = progress_bar if summary is None else summary
         cb = as_callback(callback)
         cb.on_training_start(self)
-        bar = tqdm(total=iterations, disable=not progress_bar, desc=type(self).__name__, dynamic_ncols=True)
+        bar = tqdm(total=self.iteration + iterations, initial=self.iteration, disable=not progress_bar,
+                   desc=type(self).__name__, dynamic_ncols=True)
         history: list[dict[str, Any]] = []
         try:
             for _ in range(iterations):
@@ -544,7 +551,7 @@ class MetaSGD:
         finally:
             bar.close()
             cb.on_training_end(self)
-        if progress_bar and history:
+        if summary and history:
             last = history[-min(10, len(history)):]
             print(f"{type(self).__name__}: {len(history)} iterations to {self.iteration}, "
                   f"{sum(h['seconds'] for h in history) / len(history):.2f} s/iteration, last {len(last)}: "

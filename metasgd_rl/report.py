@@ -111,10 +111,28 @@ def run_checkpoint(run_dir: str | os.PathLike) -> Path:
                           f"{CHECKPOINT_FILE}; use a run directory written by 'metasgd-rl train'")
 
 
-def run_labels(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
-    """Each run's directory name; the path as given where two names coincide."""
+#: how reports name the model classes
+METHOD_NAMES = {"MetaSGD": "Meta-SGD", "MAML": "MAML"}
+
+
+def method_label(model: MetaSGD, detail: str | None = None) -> str:
+    """``"Meta-SGD (seed 0)"``: the model's method and seed (and ``detail`` after the seed, if given)."""
+    method = METHOD_NAMES.get(type(model).__name__, type(model).__name__)
+    return f"{method} (seed {model.seed}{'' if detail is None else f', {detail}'})"
+
+
+def run_labels(run_dirs: Sequence[str | os.PathLike], models: Sequence[MetaSGD] | None = None) -> list[str]:
+    """Each run's label: with ``models`` (the runs' models), the method and seed (:func:`method_label`, e.g.
+    ``"Meta-SGD (seed 0)"``), with the directory name added where two runs share both
+    (``"Meta-SGD (seed 0, run-a)"``); without, the directory name. The path as given replaces a directory name
+    that two runs share."""
     names = [Path(d).resolve().name or os.fspath(d) for d in run_dirs]
-    labels = [n if names.count(n) == 1 else os.fspath(d) for n, d in zip(names, run_dirs, strict=True)]
+    names = [n if names.count(n) == 1 else os.fspath(d) for n, d in zip(names, run_dirs, strict=True)]
+    labels = names
+    if models is not None:
+        methods = [method_label(m) for m in models]
+        labels = [label if methods.count(label) == 1 else method_label(m, n)
+                  for label, m, n in zip(methods, models, names, strict=True)]
     if len(set(labels)) != len(labels):
         duplicate = next(label for label in labels if labels.count(label) > 1)
         raise ComparisonError(f"RUN_DIR={duplicate!r} is not allowed twice; give each run once")
@@ -144,17 +162,19 @@ def evaluate_runs(
     The ``n_tasks`` tasks are sampled once, from the first model's family with ``seed``; every model is then
     evaluated on them with the same ``seed`` (so the same environment seeds). Runs of different task families
     (id or family kwargs) are refused. Returns ``(results, runs, models)`` keyed by run label
-    (:func:`run_labels`), ready for :func:`write_report`. Each model's family releases its pooled environments
-    after its evaluation, so memory holds one run's environments at a time. ``allow_env_imports``: see
+    (:func:`run_labels`: method and seed, e.g. ``"Meta-SGD (seed 0)"``), ready for :func:`write_report`. Each
+    model's family releases its pooled environments after its evaluation, so memory holds one run's environments
+    at a time. ``allow_env_imports``: see
     :meth:`MetaSGD.load <metasgd_rl.MetaSGD.load>` (checkpoints naming a module-qualified ``env_id`` are refused
     without it).
     """
     if not run_dirs:
         raise ComparisonError("RUN_DIR is missing; give at least one run directory")
-    labels = run_labels(run_dirs)
+    run_labels(run_dirs)  # refuses a run given twice before anything is loaded
     checkpoints = [run_checkpoint(d) for d in run_dirs]
-    models = {label: load_checkpoint(path, "RUN_DIR", allow_env_imports)
-              for label, path in zip(labels, checkpoints, strict=True)}
+    loaded = [load_checkpoint(path, "RUN_DIR", allow_env_imports) for path in checkpoints]
+    labels = run_labels(run_dirs, loaded)
+    models = dict(zip(labels, loaded, strict=True))
     first_label, first = next(iter(models.items()))
     for model, run_dir in zip(models.values(), run_dirs, strict=True):
         if _family_key(model) != _family_key(first):
@@ -414,23 +434,53 @@ def alpha_table(model: MetaSGD) -> str:
     return _md_table(header, rows)
 
 
+def alpha_histogram_range(values: np.ndarray, max_bins: int = 40) -> tuple[tuple[float, float], int, str | None]:
+    """The ``(range, bins, note)`` of a histogram of ``values`` (all inner steps of one tensor share them).
+
+    Spread values: their min to max, ``size // 4`` bins (5 to ``max_bins``), no note. Values all equal, or equal
+    up to rounding (max − min ≤ 1e-6·max|α|, as when α has not moved from α_init): a range widened symmetrically
+    around them (±5% of the value, ±0.05 around 0) in 21 bins, so the plot shows one narrow bar in the middle
+    rather than an empty panel, and the note ``"all α = 0.1"`` (``≈`` when they differ by rounding) says so.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (-1.0, 1.0), 1, "no finite α"
+    lo, hi = float(v.min()), float(v.max())
+    scale = max(abs(lo), abs(hi))
+    if hi - lo > 1e-6 * scale:
+        return (lo, hi), min(max_bins, max(5, v.size // 4)), None
+    center = (lo + hi) / 2
+    half = 0.05 * abs(center) if center != 0 else 0.05
+    return (center - half, center + half), 21, f"all α {'=' if hi == lo else '≈'} {center:.4g}"
+
+
 def plot_alpha(model: MetaSGD, path: str | os.PathLike, title: str = "") -> Path:
     """Per tensor, a histogram of α's values (one colour per inner step with ``alpha_per_step``), with
-    α_init and 0 marked; the title gives the fraction of negative entries, the mean and mean |α − α_init|."""
-    alpha_init = float(model.config["alpha_init"])
+    α_init and 0 marked; the title gives the fraction of negative entries, the mean and mean |α − α_init|.
+    Range and bins come from :func:`alpha_histogram_range`: a tensor whose α are all equal (e.g. still at
+    α_init) gets one centred bar and the title says ``all α = ...``."""
     values = alpha_values(model)
+    # α_init in α's dtype, as alpha_statistics: an untouched α is at 0 from it, not at float32 rounding
+    dtype = next(iter(model.step_sizes.alphas.values())).detach().cpu().numpy().dtype
+    alpha_init = float(np.asarray(model.config["alpha_init"], dtype=dtype))
     ncols = min(3, len(values))
     nrows = math.ceil(len(values) / ncols)
     fig, axes = _figure(ncols=ncols, nrows=nrows, width=4.2, height=3.2)
     for ax, (name, v) in zip(axes.ravel(), values.items(), strict=False):
         flat = v.reshape(v.shape[0], -1)
+        span, bins, note = alpha_histogram_range(flat)
         for step in range(flat.shape[0]):
-            ax.hist(flat[step], bins=min(40, max(5, flat[step].size // 4)), alpha=0.6 if flat.shape[0] > 1 else 0.9,
+            ax.hist(flat[step], bins=bins, range=span, alpha=0.6 if flat.shape[0] > 1 else 0.9,
                     label=f"step {step}" if flat.shape[0] > 1 else None)
-        ax.axvline(alpha_init, color="k", linestyle="--", linewidth=1, label="α_init")
-        ax.axvline(0.0, color="r", linestyle=":", linewidth=1)
-        ax.set_title(f"{name}\n{100 * (flat < 0).mean():.1f}% < 0, mean {flat.mean():.3g}, "
-                     f"|α−α_init| {np.abs(flat - alpha_init).mean():.3g}", fontsize="small")
+        for x, style in ((alpha_init, dict(color="k", linestyle="--", label="α_init")),
+                         (0.0, dict(color="r", linestyle=":"))):
+            if note is None or span[0] <= x <= span[1]:  # all α equal: keep the axis on them, centred
+                ax.axvline(x, linewidth=1, **style)
+        if note is not None:
+            ax.set_xlim(span)
+        stats = f"{100 * (flat < 0).mean():.1f}% < 0, mean {flat.mean():.3g}" if note is None else note
+        ax.set_title(f"{name}\n{stats}, |α−α_init| {np.abs(flat - alpha_init).mean():.3g}", fontsize="small")
         ax.set(xlabel="α", ylabel="entries")
         ax.legend(fontsize="x-small")
     return _save_grid(fig, axes, len(values), title, path)

@@ -86,6 +86,14 @@ def complete_lines(path: Path) -> list[str]:
     return lines
 
 
+def _holds(path: Path, text: str) -> bool:
+    """Whether the file ``path`` holds exactly ``text`` (then a rewrite would change nothing but its mtime)."""
+    try:
+        return path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _format(value: Any) -> str:
     if value is None:
         return ""
@@ -135,16 +143,19 @@ class CsvLog:
         header, rows = self.read()
         if header:
             self.fields = header
-            self._rewrite([r for r in rows if _up_to(r, iteration)])
+            self._rewrite([r for r in rows if _up_to(r, iteration)], if_changed=True)
         elif self.path.exists():
             self.path.unlink()
 
-    def _rewrite(self, rows: Iterable[Mapping[str, Any]]) -> None:
+    def _rewrite(self, rows: Iterable[Mapping[str, Any]], if_changed: bool = False) -> None:
+        """Write the header and ``rows``; ``if_changed``: leave a file that already holds exactly that alone."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(self.fields)
         for row in rows:
             writer.writerow([_format(row.get(k)) for k in self.fields])
+        if if_changed and _holds(self.path, buffer.getvalue()):
+            return
         atomic_write_text(self.path, buffer.getvalue())
 
 
@@ -169,8 +180,9 @@ class JsonlLog:
 
     def truncate(self, iteration: int) -> None:
         kept = [r for r in self.read() if isinstance(r, dict) and _up_to(r, iteration)]
-        if kept or self.path.exists():
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        if (kept or self.path.exists()) and not _holds(self.path, text):
+            atomic_write_text(self.path, text)
 
 
 # -- the run ------------------------------------------------------------------------------------------------
@@ -247,6 +259,13 @@ class Run:
     def final_path(self) -> Path:
         return self.directory / FINAL_FILE
 
+    @property
+    def complete(self) -> bool:
+        """Whether the run has nothing left to do: its checkpoint and ``final.pt`` are at ``iterations``
+        (:meth:`train` then writes nothing)."""
+        return (self.model.iteration >= self.config["iterations"] and self._last_checkpoint == self.model.iteration
+                and self.final_path.is_file())
+
     # -- construction ------------------------------------------------------------------------------------
     @classmethod
     def create(cls, config: Mapping[str, Any]) -> Run:
@@ -270,7 +289,8 @@ class Run:
         ``config_path`` (optional) and ``sets`` may change only the
         :data:`~metasgd_rl.config.RESUME_MUTABLE` keys (``iterations``, ...); any other key they give must
         equal the run's. Everything is checked first; then stale temporary files of interrupted writes are
-        removed, the logs are truncated to the checkpoint's iteration and ``config.yaml`` is updated.
+        removed, the logs are truncated to the checkpoint's iteration and ``config.yaml`` is updated. A run that
+        is already :attr:`complete` is left as it is (nothing rewritten, ``config.yaml`` included).
 
         ``allow_env_imports``: a run whose ``family_kwargs`` give a module-qualified gymnasium id
         (``env_id="some.module:Env-v0"``) is refused unless this is True (CLI: ``--allow-env-imports``): the run
@@ -303,7 +323,7 @@ class Run:
             run._remove_temporary_files()
             run.metrics.truncate(model.iteration)
             run.tasks.truncate(model.iteration)
-            if any(config[k] != saved[k] for k in RESUME_MUTABLE):
+            if any(config[k] != saved[k] for k in RESUME_MUTABLE) and not run.complete:
                 atomic_write_text(config_file, _config_text(config))
         except OSError as err:
             raise RunError(f"cannot resume {directory}: writing {err.filename or 'its files'} failed "
@@ -312,28 +332,36 @@ class Run:
         return run
 
     # -- training -----------------------------------------------------------------------------------------
-    def train(self, callback: CallbackLike = None) -> MetaSGD:
+    def train(self, callback: CallbackLike = None, summary: bool | None = None) -> MetaSGD:
         """Train until ``iterations``, logging every iteration and checkpointing as configured.
+
+        ``summary``: print the one-line summary of the iterations trained (see :meth:`MetaSGD.learn`); by
+        default only with the config's ``progress_bar``. ``metasgd-rl train`` passes True.
 
         Writes ``checkpoint.pt`` (and ``final.pt`` once all iterations are done) when training ends normally,
         including a stop asked for by ``callback`` and a first SIGINT (Ctrl-C) or SIGTERM, which stop after the
         current iteration (``stopped_by`` then holds the signal's number); after an exception, or a second
-        signal, nothing more is written, and :meth:`resume` continues from the last checkpoint.
+        signal, nothing more is written, and :meth:`resume` continues from the last checkpoint. A
+        :attr:`complete` run is left untouched (no file rewritten, no TensorBoard events file added).
         """
         model = self.model
+        if self.complete:
+            return model
         remaining = self.config["iterations"] - model.iteration
-        self._writer = self._open_writer()
+        self._writer = self._open_writer() if remaining > 0 else None
         try:
             if remaining > 0:
                 callbacks: list[Any] = [_RunLogger(self)] + ([callback] if callback is not None else [])
                 with _stop_on_signals(self):
-                    model.learn(remaining, callback=callbacks, progress_bar=self.config["progress_bar"])
+                    model.learn(remaining, callback=callbacks, progress_bar=self.config["progress_bar"],
+                                summary=summary)
             if self._last_checkpoint != model.iteration:
                 self.save_checkpoint()
             if model.iteration >= self.config["iterations"]:
                 model.save(self.final_path)
         finally:
-            self._writer.close()
+            if self._writer is not None:
+                self._writer.close()
             self._writer = None
         return model
 

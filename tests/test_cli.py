@@ -248,17 +248,18 @@ def test_compare_evaluates_every_run_on_the_same_tasks(tmp_path, two_runs, capsy
     assert f"report written to {out / 'report.md'}" in capsys.readouterr().out
     data = json.loads((out / "results.json").read_text())
     results = data["results"]
-    assert list(results) == ["metasgd", "maml"]  # labelled by run directory name
-    assert results["metasgd"]["tasks"] == results["maml"]["tasks"] and len(results["maml"]["tasks"]) == 3
-    assert results["metasgd"]["seed"] == results["maml"]["seed"] == 5
-    assert [r["method"] for r in results.values()] == ["metasgd", "maml"]
-    assert results["maml"]["family"] == "Navigation2D-v0"
-    assert len(results["maml"]["episode_returns"][0][0]) == 2
+    metasgd, maml = "Meta-SGD (seed 0)", "MAML (seed 0)"
+    assert list(results) == [metasgd, maml]  # labelled by method and seed, not by directory name
+    assert results[metasgd]["tasks"] == results[maml]["tasks"] and len(results[maml]["tasks"]) == 3
+    assert results[metasgd]["seed"] == results[maml]["seed"] == 5
+    assert [r["method"] for r in results.values()] == [metasgd, maml]
+    assert results[maml]["family"] == "Navigation2D-v0"
+    assert len(results[maml]["episode_returns"][0][0]) == 2
     text = (out / "report.md").read_text()
-    assert "metasgd-rl compare " + " ".join(map(str, two_runs)) in text and "| maml |" in text
+    assert "metasgd-rl compare " + " ".join(map(str, two_runs)) in text and "| MAML (seed 0) |" in text
     names = {p.name for p in referenced_files(out / "report.md")}
-    assert names == {"adaptation.png", "learning_curves.png", "alpha-metasgd.png", "trajectories-metasgd.png",
-                     "trajectories-maml.png"}
+    assert names == {"adaptation.png", "learning_curves.png", "alpha-Meta-SGD-seed-0.png",
+                     "trajectories-Meta-SGD-seed-0.png", "trajectories-MAML-seed-0.png"}
     for png in referenced_files(out / "report.md"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -301,5 +301,6 @@ def test_a_short_meta_training_run_on_ml1_records_success_and_evaluates(tmp_path
     assert model.family.make_kwargs["benchmark_seed"] == 0 and model.family.max_episode_steps == 20
     # compare releases each run's pooled environments after evaluating it (about 20 MB each)
     results, _, models = evaluate_runs([run], n_tasks=2, steps=1, episodes=2)
-    assert results["run"].success is not None
-    assert not any(models["run"].family._pools.values())
+    assert list(results) == ["Meta-SGD (seed 0)"]
+    assert results["Meta-SGD (seed 0)"].success is not None
+    assert not any(models["Meta-SGD (seed 0)"].family._pools.values())

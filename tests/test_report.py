@@ -13,7 +13,15 @@ import torch
 
 from metasgd_rl import MAML, AdaptationResult, MetaSGD, evaluate_adaptation
 from metasgd_rl.config import resolve_config
-from metasgd_rl.report import alpha_statistics, load_results, trajectories, write_report
+from metasgd_rl.report import (
+    alpha_histogram_range,
+    alpha_statistics,
+    load_results,
+    plot_alpha,
+    run_labels,
+    trajectories,
+    write_report,
+)
 from metasgd_rl.run import Run
 from tests.bandit import ArmsFamily
 from tests.tiny_config import TINY
@@ -166,6 +174,22 @@ def test_alpha_statistics_of_known_values():
     assert list(maml) == ["all"] and maml["all"]["size"] == 1
 
 
+def test_the_alpha_histogram_range_widens_around_alpha_that_all_sit_at_one_value(tmp_path):
+    at_init = np.full((1, 16), np.float32(0.1), dtype=np.float64)  # α untouched since α_init, as stored
+    (lo, hi), bins, note = alpha_histogram_range(at_init)
+    assert lo < 0.1 < hi and hi - lo == pytest.approx(0.01) and (lo + hi) / 2 == pytest.approx(0.1)
+    assert note == "all α = 0.1" and bins % 2 == 1  # one narrow bar, centred
+    assert np.histogram(at_init, bins=bins, range=(lo, hi))[0][bins // 2] == 16
+    (lo, hi), bins, note = alpha_histogram_range(0.1 + np.array([[0.0, 1e-9, -1e-9]]))  # rounding only
+    assert lo < 0.1 < hi and note == "all α ≈ 0.1"
+    (lo, hi), _, note = alpha_histogram_range(np.zeros((2, 3)))
+    assert lo < 0 < hi and note == "all α = 0"
+    spread = np.linspace(-0.2, 0.3, 100).reshape(1, -1)
+    assert alpha_histogram_range(spread) == ((-0.2, 0.3), 25, None)
+    assert alpha_histogram_range(spread, max_bins=10)[1] == 10
+    assert_valid_png(plot_alpha(tiny_model(alpha_init=0.1), tmp_path / "alpha.png"))  # every tensor at α_init
+
+
 # -- the report -------------------------------------------------------------------------------------------------
 
 
@@ -232,3 +256,13 @@ def test_trajectories_are_the_masked_positions_from_the_start():
         assert xy.shape[1] == 2 and 1 <= len(xy) <= 100
         assert np.array_equal(xy[0], [0.0, 0.0])  # Navigation2D starts at the origin
         assert np.abs(np.diff(xy, axis=0)).max() <= 0.1 + 1e-6  # moves of at most 0.1 per coordinate
+
+
+def test_runs_are_labelled_by_method_and_seed_and_the_directory_where_both_coincide():
+    a, b, c = tiny_model(seed=0), tiny_model(seed=0), tiny_model(MAML, seed=1)
+    assert run_labels(["runs/x", "runs/y"], [a, c]) == ["Meta-SGD (seed 0)", "MAML (seed 1)"]
+    assert run_labels(["runs/x", "runs/y", "runs/z"], [a, b, c]) == \
+        ["Meta-SGD (seed 0, x)", "Meta-SGD (seed 0, y)", "MAML (seed 1)"]
+    assert run_labels(["a/run", "b/run"], [a, b]) == ["Meta-SGD (seed 0, a/run)", "Meta-SGD (seed 0, b/run)"]
+    with pytest.raises(ValueError, match="not allowed twice"):
+        run_labels(["runs/x", "runs/x"], [a, b])

@@ -276,3 +276,63 @@ def test_evaluate_adaptation_is_seeded_and_leaves_the_model_alone():
     assert not np.array_equal(first.returns, other.returns)
     assert first.mean().shape == (3,) and (first.ci95() > 0).all()
     assert_same_state(before, model.policy.state_dict())
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)], ids=["022", "077"])
+def test_files_are_written_with_the_mode_the_umask_gives(tmp_path, umask, mode):
+    import os
+
+    from metasgd_rl.io import atomic_torch_save, atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        text = atomic_write_text(tmp_path / "report.md", "x\n")
+        checkpoint = atomic_torch_save({"x": torch.zeros(1)}, tmp_path / "checkpoint.pt")
+        run = Run.create(resolve_config({**TINY, "run_dir": str(tmp_path / "run")}))
+        atomic_write_text(text, "rewritten\n")
+    finally:
+        os.umask(old)
+    for path in (text, checkpoint, run.directory / "config.yaml"):
+        assert path.stat().st_mode & 0o777 == mode, (path, oct(path.stat().st_mode))
+
+
+def test_the_cli_prints_the_summary_without_the_progress_bar_and_learn_stays_quiet(tmp_path, capsys):
+    config = write_config(tmp_path / "tiny.yaml", iterations=1, eval_every=0)  # TINY: progress_bar=False
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "MetaSGD: 1 iterations to 1, " in out and "post-adaptation" in out and "updates rejected" in out
+    model = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(8,)), meta_batch_size=2,
+                    episodes_per_task=2)
+    model.learn(1, progress_bar=False)
+    assert capsys.readouterr().out == ""
+    model.learn(1, progress_bar=False, summary=True)
+    assert capsys.readouterr().out.startswith("MetaSGD: 1 iterations to 2, ")
+
+
+def test_the_progress_bar_of_a_resumed_run_counts_from_the_checkpoint(tmp_path, capsys):
+    config = write_config(tmp_path / "tiny.yaml", iterations=2, eval_every=0)
+    b = tmp_path / "b"
+    assert main(["train", str(config), "--run-dir", str(b)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(b), "--set", "iterations=4", "--set", "progress_bar=true"]) == 0
+    err = capsys.readouterr().err
+    assert "2/4" in err and "4/4" in err, err
+    assert "0/2" not in err and "2/2" not in err, err
+
+
+def test_resuming_a_finished_run_changes_nothing_and_says_so_in_one_line(tmp_path, capsys):
+    config = write_config(tmp_path / "tiny.yaml", iterations=2)
+    b = tmp_path / "b"
+    assert main(["train", str(config), "--run-dir", str(b)]) == 0
+    capsys.readouterr()
+
+    def listing():
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in b.iterdir()}
+
+    before = listing()
+    for sets in ([], ["--set", "iterations=2", "--set", "eval_every=1"]):
+        assert main(["train", "--resume", str(b), *sets]) == 0
+        assert listing() == before  # no file rewritten, no TensorBoard events file added
+        out = capsys.readouterr().out
+        assert out == (f"metasgd-rl: run {b} is already at iteration 2 of 2; nothing to do (give --set "
+                       "iterations=M with M > 2 to train longer)\n")

@@ -247,6 +247,55 @@ def test_family_sampling_from_the_global_rng_fails_the_check():
         np.random.set_state(state)  # noqa: NPY002
 
 
+class UnboundedCounterEnv(CounterEnv):
+    observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)  # gymnasium's checker warns
+
+
+class UnboundedCounterFamily(CounterFamily):
+    observation_space = UnboundedCounterEnv.observation_space
+
+    def make_env(self, task: Task) -> gym.Env:
+        return UnboundedCounterEnv(**task)
+
+
+def test_the_check_returns_a_report_with_the_checkers_warnings_as_plain_text():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing may leak out of the check
+        report = msr.check_task_family(UnboundedCounterFamily(), steps=10)
+    assert isinstance(report, msr.TaskFamilyReport) and report.family == "UnboundedCounterFamily"
+    assert "gymnasium's env checker" in " ".join(report.passed) and "stable-baselines3's env checker" in report.passed
+    assert report.skipped == []
+    assert "A Box observation space minimum value is -infinity. This is probably too low." in report.warnings
+    assert len(report.warnings) == len(set(report.warnings)) >= 2
+    text = str(report)
+    assert "\x1b" not in text and "WARN:" not in text
+    assert text.splitlines()[0] == (f"task family UnboundedCounterFamily: {len(report.passed)} checks passed, "
+                                    f"0 skipped, {len(report.warnings)} warnings")
+    assert "  warning  A Box observation space maximum value is infinity. This is probably too high." in text
+
+    single = NavigationFamilyWithOneTask()
+    skipped = msr.check_task_family(single).skipped
+    assert skipped == ["different tasks give different rollouts"], skipped
+
+
+class NavigationFamilyWithOneTask(Navigation2DFamily):
+    disjoint_splits = True
+
+    def sample_tasks(self, n, rng, split="train"):
+        check_split(split)
+        return [{"goal": [0.25, 0.25] if split == "train" else [-0.25, -0.25]} for _ in range(n)]
+
+
+def test_a_failed_check_keeps_the_report_so_far_on_the_error():
+    with pytest.raises(msr.TaskFamilyCheckError) as info:
+        msr.check_task_family(IgnoresTask(), steps=10)
+    report = info.value.report
+    assert "determinism for a fixed task, seed and actions" in report.passed
+    assert "make_vector_env matches single envs" not in report.passed
+
+
 def test_check_error_is_a_value_error():
     assert issubclass(msr.TaskFamilyCheckError, ValueError)
 
