@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 # two test processes (one per core), each test file kept in one of them (module fixtures, one local Ray)
 test: $(STAMP)
-	$(PY) -m ruff check metasgd_rl envs tests scripts examples
+	$(PY) -m ruff check metasgd_rl metasgd_rl_envs.py envs tests scripts examples
 	$(PY) -m pytest -q -n 2 --dist loadfile
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
@@ -27,7 +27,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 lint: $(STAMP)
-	$(PY) -m ruff check metasgd_rl envs tests scripts examples
+	$(PY) -m ruff check metasgd_rl metasgd_rl_envs.py envs tests scripts examples
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

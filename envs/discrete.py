@@ -417,10 +417,10 @@ class TabularMDPFamily(TaskFamily):
 
 
 def _register_gymnasium_ids() -> None:
-    """Expose the single-task envs to ``gymnasium.make("envs.discrete:metasgd_rl/TabularMDP-v0", ...)``."""
+    """Expose the single-task envs to ``gymnasium.make("metasgd_rl_envs.discrete:metasgd_rl/TabularMDP-v0", ...)``."""
     ids = {
-        "metasgd_rl/MultiArmedBandit-v0": ("envs.discrete:MultiArmedBanditEnv", PULLS),
-        "metasgd_rl/TabularMDP-v0": ("envs.discrete:TabularMDPEnv", HORIZON),
+        "metasgd_rl/MultiArmedBandit-v0": ("metasgd_rl_envs.discrete:MultiArmedBanditEnv", PULLS),
+        "metasgd_rl/TabularMDP-v0": ("metasgd_rl_envs.discrete:TabularMDPEnv", HORIZON),
     }
     for env_id, (entry_point, horizon) in ids.items():
         if env_id not in gym.registry:

@@ -167,13 +167,13 @@ class Navigation2DRandomStartFamily(Navigation2DFamily):
 
 
 def _register_gymnasium_ids() -> None:
-    """Expose the single-task envs to ``gymnasium.make("envs:metasgd_rl/Navigation2D-v0", goal=...)``."""
+    """Expose the single-task envs to ``gymnasium.make("metasgd_rl_envs:metasgd_rl/Navigation2D-v0", goal=...)``."""
     ids = {"metasgd_rl/Navigation2D-v0": False, "metasgd_rl/Navigation2D-RandomStart-v0": True}
     for env_id, random_start in ids.items():
         if env_id not in gym.registry:
             gym.register(
                 env_id,
-                entry_point="envs.navigation:Navigation2DEnv",
+                entry_point="metasgd_rl_envs.navigation:Navigation2DEnv",
                 max_episode_steps=HORIZON,
                 kwargs={"random_start": random_start},
             )

@@ -1,8 +1,9 @@
 """Outer optimisers: update θ and α from one meta-batch (TRPO, Adam, ProMP-style PPO).
 
 Each gets the :class:`~metasgd_rl.estimators.MetaBatch` of the current iteration (its differentiable loss and
-the recorded episodes) and the model (policy, step sizes, estimator). An update whose loss, gradient or
-result is not finite is rejected and θ, α are left as they were.
+the recorded episodes) and the model (policy, step sizes, estimator), which they see through the protocol
+:class:`~metasgd_rl.interfaces.MetaLearner`: this module does not import the model, which builds and calls it.
+An update whose loss, gradient or result is not finite is rejected and θ, α are left as they were.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
@@ -23,11 +24,9 @@ from metasgd_rl.estimators import (
     replay_adaptation,
     sampling_term,
 )
+from metasgd_rl.interfaces import MetaLearner
 from metasgd_rl.policies import Params
 from metasgd_rl.sampler import EpisodeBatch
-
-if TYPE_CHECKING:
-    from metasgd_rl.model import MetaSGD
 
 FVP_MODES = ("gauss-newton", "exact")
 
@@ -50,7 +49,7 @@ def _positive(name: str, value: Any, integer: bool = False) -> None:
         raise ValueError(f"outer_kwargs {name}={value!r} is not allowed; use {kind}")
 
 
-def mean_kl(model: MetaSGD, old: Params, new: Params, batch: EpisodeBatch) -> torch.Tensor:
+def mean_kl(model: MetaLearner, old: Params, new: Params, batch: EpisodeBatch) -> torch.Tensor:
     """KL(π_old || π_new) averaged over each task's valid states of ``batch``, then over tasks."""
     obs = batch.task_major(batch.observations)
     kl = model.policy.kl(obs, old, new).transpose(0, 1)
@@ -93,7 +92,7 @@ class OuterOptimizer:
     def __init__(self, params: Sequence[torch.nn.Parameter]):
         self.params = list(params)
 
-    def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
+    def step(self, model: MetaLearner, batch: MetaBatch) -> dict[str, float]:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -125,7 +124,7 @@ class AdamOuter(OuterOptimizer):
         self.max_grad_norm = cfg["max_grad_norm"]
         self.optimizer = torch.optim.Adam(self.params, lr=cfg["lr"])
 
-    def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
+    def step(self, model: MetaLearner, batch: MetaBatch) -> dict[str, float]:
         start = time.perf_counter()
         grads = model.meta_gradient(batch)
         for p, g in zip(self.params, grads, strict=True):
@@ -156,7 +155,7 @@ class AdaptationJacobian:
     mode g_k is a constant and H_k is dropped, as in the adaptation it describes.
     """
 
-    def __init__(self, model: MetaSGD, batch: MetaBatch, subsample: float = 1.0):
+    def __init__(self, model: MetaLearner, batch: MetaBatch, subsample: float = 1.0):
         self.model, self.step_sizes = model, model.step_sizes
         self.theta = list(model.policy.adaptable_parameters().values())
         self.names = list(model.policy.adaptable_parameters())
@@ -269,7 +268,7 @@ class TRPOOuter(OuterOptimizer):
         self.cfg = cfg
 
     # -- Fisher-vector products ---------------------------------------------------------------------------
-    def _gauss_newton_fvp(self, model: MetaSGD, batch: MetaBatch) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _gauss_newton_fvp(self, model: MetaLearner, batch: MetaBatch) -> Callable[[torch.Tensor], torch.Tensor]:
         jacobian = AdaptationJacobian(model, batch, self.cfg["fvp_subsample"])
         adapted = jacobian.adapted
         names = list(adapted)
@@ -287,7 +286,7 @@ class TRPOOuter(OuterOptimizer):
 
         return fvp
 
-    def _exact_fvp(self, model: MetaSGD, batch: MetaBatch) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _exact_fvp(self, model: MetaLearner, batch: MetaBatch) -> Callable[[torch.Tensor], torch.Tensor]:
         old = {n: p.detach() for n, p in batch.adapted_params.items()}
         states = subsample_episodes(batch.post_batch, self.cfg["fvp_subsample"])
         adaptation = replay_adaptation(model.policy, model.step_sizes, batch, estimator=model.estimator,
@@ -303,7 +302,7 @@ class TRPOOuter(OuterOptimizer):
 
         return fvp
 
-    def fisher_vector_product(self, model: MetaSGD, batch: MetaBatch) -> Callable[[torch.Tensor], torch.Tensor]:
+    def fisher_vector_product(self, model: MetaLearner, batch: MetaBatch) -> Callable[[torch.Tensor], torch.Tensor]:
         if self.cfg["fvp"] == "exact":
             return self._exact_fvp(model, batch)
         return self._gauss_newton_fvp(model, batch)
@@ -316,7 +315,7 @@ class TRPOOuter(OuterOptimizer):
         return parts
 
     # -- the step -----------------------------------------------------------------------------------------
-    def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
+    def step(self, model: MetaLearner, batch: MetaBatch) -> dict[str, float]:
         start = time.perf_counter()
         g = parameters_to_vector(model.meta_gradient(batch)).detach()
         times = {"time/meta_gradient": time.perf_counter() - start}
@@ -336,7 +335,7 @@ class TRPOOuter(OuterOptimizer):
         times["time/line_search"] = time.perf_counter() - start
         return stats | {"grad_norm": g.norm().item(), **times}
 
-    def _line_search(self, model: MetaSGD, batch: MetaBatch, full_step: torch.Tensor,
+    def _line_search(self, model: MetaLearner, batch: MetaBatch, full_step: torch.Tensor,
                      expected_improvement: float) -> dict[str, float]:
         """Backtrack until the adapted policies' KL is within ``max_kl`` and the surrogate improves.
 
@@ -401,7 +400,8 @@ class PPOOuter(OuterOptimizer):
         self.cfg = cfg
         self.optimizer = torch.optim.Adam(self.params, lr=cfg["lr"])
 
-    def _loss(self, model: MetaSGD, batch: MetaBatch, adaptation: Adaptation, old_distribution: Any) -> torch.Tensor:
+    def _loss(self, model: MetaLearner, batch: MetaBatch, adaptation: Adaptation,
+              old_distribution: Any) -> torch.Tensor:
         """Minus the clipped surrogate (plus DiCE's term), plus the inner KL penalty; mean over ``batch``'s tasks.
 
         The KL compares ``old_distribution`` (the pre-update policy at the start of the step, on the first
@@ -419,7 +419,7 @@ class PPOOuter(OuterOptimizer):
             loss = loss + self.cfg["inner_kl_penalty"] * masked_task_mean(kl, pre.mask).mean()
         return loss
 
-    def step(self, model: MetaSGD, batch: MetaBatch) -> dict[str, float]:
+    def step(self, model: MetaLearner, batch: MetaBatch) -> dict[str, float]:
         stats: dict[str, float] = {}
         start = time.perf_counter()
         chunks = []  # (part of the batch, its share of the tasks, the pre-update policy's distribution now)

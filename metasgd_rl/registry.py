@@ -1,7 +1,7 @@
 """Registry of task families: explicit registration plus installed packages' entry points.
 
-Third-party packages (and the built-in ``envs`` package) declare families in the entry-point group
-``metasgd_rl.task_families``: the entry point's name is the family id and its value the
+Third-party packages (and the built-in ``metasgd_rl_envs`` package, folder ``envs/``) declare families in the
+entry-point group ``metasgd_rl.task_families``: the entry point's name is the family id and its value the
 ``"module:attr"`` of a :class:`TaskFamily` subclass or factory. Entry points are discovered lazily and
 their modules are imported only when a family is made, so one broken plugin does not break the others.
 """

@@ -28,7 +28,8 @@ CODE = ("import json, sys; from metasgd_rl.benchmark import time_meta_iterations
 
 
 def time_in_tree(tree: Path, outer: str, repeats: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree)}  # the tree's metasgd_rl and envs shadow the installed ones
+    # the tree's metasgd_rl and (through its metasgd_rl_envs.py) metasgd_rl_envs shadow the installed ones
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run([sys.executable, "-c", CODE, outer, str(repeats)], cwd=tree, env=env, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])

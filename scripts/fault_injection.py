@@ -423,8 +423,8 @@ def family_classes() -> tuple[dict[str, tuple[type, tuple[str, ...]]], type]:
     the words a held error must contain."""
     import gymnasium as gym
 
-    from envs.navigation import Navigation2DFamily
     from metasgd_rl.family import TaskFamily
+    from metasgd_rl_envs.navigation import Navigation2DFamily
 
     class Generic(Navigation2DFamily):
         make_vector_env = TaskFamily.make_vector_env

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import metasgd_rl as msr
-from envs.discrete import MultiArmedBanditFamily, TabularMDPFamily
+from metasgd_rl_envs.discrete import MultiArmedBanditFamily, TabularMDPFamily
 
 IDS = ["MultiArmedBandit-v0", "TabularMDP-v0"]
 
@@ -152,7 +152,7 @@ def test_tabular_mdp_transitions_and_rewards_follow_the_task():
 
 
 def test_single_envs_are_registered_with_gymnasium():
-    env = gym.make("envs.discrete:metasgd_rl/MultiArmedBandit-v0", probs=[0.0, 1.0])
+    env = gym.make("metasgd_rl_envs.discrete:metasgd_rl/MultiArmedBandit-v0", probs=[0.0, 1.0])
     obs, _ = env.reset(seed=0)
     rewards = []
     for _ in range(10):
@@ -160,7 +160,7 @@ def test_single_envs_are_registered_with_gymnasium():
         rewards.append(reward)
     assert obs == 0 and rewards == [1.0] * 10 and truncated and not terminated
     task = TabularMDPFamily().sample_tasks(1, np.random.default_rng(0))[0]
-    env = gym.make("envs.discrete:metasgd_rl/TabularMDP-v0", **task)
+    env = gym.make("metasgd_rl_envs.discrete:metasgd_rl/TabularMDP-v0", **task)
     assert env.observation_space == gym.spaces.Discrete(10) and env.spec.max_episode_steps == 10
 
 

@@ -245,7 +245,7 @@ def test_without_mujoco_the_module_imports_and_building_a_family_says_what_to_in
     code = (
         "import sys\n"
         "sys.modules['mujoco'] = None  # as if MuJoCo were not installed\n"
-        "import envs.locomotion, metasgd_rl as msr\n"
+        "import metasgd_rl_envs.locomotion, metasgd_rl as msr\n"
         "assert 'HalfCheetahVel-v0' in msr.list_task_families()\n"
         "try:\n"
         "    msr.make_task_family('HalfCheetahVel-v0')\n"
@@ -259,13 +259,14 @@ def test_without_mujoco_the_module_imports_and_building_a_family_says_what_to_in
 
 
 def test_gymnasiums_missing_dependency_error_becomes_ours(monkeypatch):
-    from envs.locomotion import HopperRandParamsFamily
+    from metasgd_rl_envs.locomotion import HopperRandParamsFamily
 
     def make(*args, **kwargs):
         raise gym.error.DependencyNotInstalled('MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`')
 
     monkeypatch.setattr(gym, "make", make)
-    monkeypatch.setattr("envs.locomotion.quiet_mujoco_compiler", contextlib.nullcontext)  # works without MuJoCo
+    # works without MuJoCo
+    monkeypatch.setattr("metasgd_rl_envs.locomotion.quiet_mujoco_compiler", contextlib.nullcontext)
     with pytest.raises(ImportError, match=r'^HopperRandParamsFamily: .*pip install "metasgd-rl\[mujoco\]"') as info:
         HopperRandParamsFamily()
     assert isinstance(info.value.__cause__, gym.error.DependencyNotInstalled)
@@ -275,7 +276,7 @@ def test_gymnasiums_missing_dependency_error_becomes_ours(monkeypatch):
 def test_the_settotalmass_warning_is_silenced_and_other_warnings_are_forwarded(capfd):
     import mujoco
 
-    from envs.locomotion import quiet_mujoco_compiler
+    from metasgd_rl_envs.locomotion import quiet_mujoco_compiler
 
     gym.make("HalfCheetah-v5").close()  # unfiltered: MuJoCo 4 prints it (3.3, metaworld's pin, does not)
     assert ("settotalmass" in capfd.readouterr().err) == (int(mujoco.__version__.split(".")[0]) >= 4)

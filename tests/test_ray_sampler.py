@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from envs.navigation import Navigation2DRandomStartFamily
 from metasgd_rl import MetaSGD, make_task_family
 from metasgd_rl.config import ConfigError, resolve_config
 from metasgd_rl.policies import make_policy
 from metasgd_rl.ray_sampler import INSTALL_HINT, RaySampler, RolloutWorkerError, make_sampler
 from metasgd_rl.sampler import sample_episodes
+from metasgd_rl_envs.navigation import Navigation2DRandomStartFamily
 from tests.test_sampler import assert_same_batch
 from tests.tiny_config import TINY
 

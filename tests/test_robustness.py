@@ -16,7 +16,6 @@ import torch
 from gymnasium import spaces
 
 import metasgd_rl as msr
-from envs.navigation import Navigation2DFamily
 from metasgd_rl import ray_sampler, registry
 from metasgd_rl.cli import main
 from metasgd_rl.config import ConfigError, resolve_config
@@ -24,6 +23,7 @@ from metasgd_rl.family import TaskFamily, TaskFamilyError, check_split
 from metasgd_rl.policies import make_policy
 from metasgd_rl.ray_sampler import RolloutWorker, RolloutWorkerError, startup_timeout_message
 from metasgd_rl.sampler import sample_episodes
+from metasgd_rl_envs.navigation import Navigation2DFamily
 from tests.tiny_config import TINY, write_config
 
 TINY_MODEL = dict(policy_kwargs=dict(hidden_sizes=[16]), meta_batch_size=2, episodes_per_task=2, outer="adam",

@@ -18,9 +18,9 @@ from gymnasium.wrappers import TimeLimit
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import metasgd_rl as msr
-from envs.navigation import Navigation2DEnv, Navigation2DFamily, Navigation2DRandomStartFamily
 from metasgd_rl import registry
 from metasgd_rl.family import EpisodeVectorEnv, Task, TaskFamily, as_generator, check_split
+from metasgd_rl_envs.navigation import Navigation2DEnv, Navigation2DFamily, Navigation2DRandomStartFamily
 
 NAVIGATION_IDS = ("Navigation2D-v0", "Navigation2D-RandomStart-v0")
 NAVIGATION_FAMILIES = (Navigation2DFamily, Navigation2DRandomStartFamily)
@@ -45,15 +45,16 @@ def new_id() -> Iterator[Callable[[], str]]:
         registry._REGISTRY.pop(family_id, None)
 
 
-def test_builtin_families_come_from_entry_points_without_importing_envs(tmp_path):
+def test_builtin_families_come_from_entry_points_without_importing_their_package(tmp_path):
     assert set(NAVIGATION_IDS) <= set(msr.list_task_families())
     # a fresh interpreter outside the repository: ids are found through the installed entry points, and
-    # neither importing the library nor listing the families imports the `envs` package
+    # neither importing the library nor listing the families imports the `metasgd_rl_envs` package
     code = (
         "import sys, metasgd_rl\n"
-        "before = 'envs' in sys.modules\n"
+        "before = 'metasgd_rl_envs' in sys.modules or 'envs' in sys.modules\n"
         "ids = metasgd_rl.list_task_families()\n"
-        "print(before, 'envs' in sys.modules, 'Navigation2D-v0' in ids, 'Navigation2D-RandomStart-v0' in ids)\n"
+        "after = 'metasgd_rl_envs' in sys.modules or 'envs' in sys.modules\n"
+        "print(before, after, 'Navigation2D-v0' in ids, 'Navigation2D-RandomStart-v0' in ids)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -71,19 +72,19 @@ def test_unknown_family_lists_ids_and_suggests_a_close_match():
 
 def test_duplicate_id_with_another_target_is_refused(new_id):
     family_id = new_id()
-    msr.register_task_family(family_id, entry_point="envs.navigation:Navigation2DFamily")
-    msr.register_task_family(family_id, entry_point="envs.navigation:Navigation2DFamily")  # same: allowed
+    msr.register_task_family(family_id, entry_point="metasgd_rl_envs.navigation:Navigation2DFamily")
+    msr.register_task_family(family_id, entry_point="metasgd_rl_envs.navigation:Navigation2DFamily")  # same: allowed
     with pytest.raises(ValueError, match=re.escape(repr(family_id))):
-        msr.register_task_family(family_id, entry_point="envs.navigation:Navigation2DRandomStartFamily")
+        msr.register_task_family(family_id, entry_point="metasgd_rl_envs.navigation:Navigation2DRandomStartFamily")
     assert type(msr.make_task_family(family_id)) is Navigation2DFamily  # the first registration stands
 
 
 def test_an_entry_point_naming_a_re_export_is_the_same_target_as_the_decorated_class(new_id):
     family_id = new_id()
-    msr.register_task_family(family_id, entry_point="envs:Navigation2DFamily")  # a package re-export
-    msr.register_task_family(family_id, entry_point="envs.navigation:Navigation2DFamily")  # no conflict
+    msr.register_task_family(family_id, entry_point="metasgd_rl_envs:Navigation2DFamily")  # a package re-export
+    msr.register_task_family(family_id, entry_point="metasgd_rl_envs.navigation:Navigation2DFamily")  # no conflict
     with pytest.raises(ValueError, match="already registered"):
-        msr.register_task_family(family_id, entry_point="envs.discrete:Navigation2DFamily2")
+        msr.register_task_family(family_id, entry_point="metasgd_rl_envs.discrete:Navigation2DFamily2")
 
 
 def test_decorator_registers_and_returns_the_class(new_id):
@@ -503,14 +504,14 @@ def test_generic_vector_env_splits_composite_actions_per_sub_env():
 
 
 def test_gymnasium_make_builds_a_navigation_env():
-    env = gym.make("envs:metasgd_rl/Navigation2D-v0", goal=[0.2, 0.1])
+    env = gym.make("metasgd_rl_envs:metasgd_rl/Navigation2D-v0", goal=[0.2, 0.1])
     assert env.spec.max_episode_steps == 100
     np.testing.assert_array_equal(env.unwrapped.goal, np.float32([0.2, 0.1]))
     obs, _ = env.reset(seed=0)
     np.testing.assert_array_equal(obs, np.zeros(2, dtype=np.float32))
     _, reward, *_ = env.step(np.float32([0.1, 0.1]))
     assert reward == pytest.approx(-0.1, abs=1e-6)
-    random_start = gym.make("envs:metasgd_rl/Navigation2D-RandomStart-v0", goal=[0.2, 0.1])
+    random_start = gym.make("metasgd_rl_envs:metasgd_rl/Navigation2D-RandomStart-v0", goal=[0.2, 0.1])
     assert np.any(random_start.reset(seed=0)[0] != 0.0)
 
 
