@@ -219,8 +219,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from metasgd_rl.config import ConfigError
     from metasgd_rl.evaluation import evaluate_adaptation
-    from metasgd_rl.report import ComparisonError, load_checkpoint, write_report
-    from metasgd_rl.run import CONFIG_FILE, METRICS_FILE
+    from metasgd_rl.report import ComparisonError, load_checkpoint, method_label, write_report
+    from metasgd_rl.run import METRICS_FILE
 
     if args.json is not None and Path(args.json).is_dir():
         raise ConfigError(f"--json {args.json!r} is not allowed: it is a directory; use a file path")
@@ -232,8 +232,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(str(err)) from err
     episodes = model.episodes_per_task if args.episodes is None else args.episodes
     run_dir = Path(args.checkpoint).resolve().parent
-    is_run = (run_dir / CONFIG_FILE).is_file()
-    label = run_dir.name if is_run else type(model).__name__
+    label = method_label(model)  # "Meta-SGD (seed 0)", as compare labels runs
     result = evaluate_adaptation(model, n_tasks=args.tasks, steps=args.steps, episodes=episodes,
                                  split=args.split, seed=args.seed, method=label)
     print(f"{type(model).__name__} at iteration {model.iteration} ({args.checkpoint}) on {model.family.id}: "

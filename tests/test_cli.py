@@ -295,9 +295,11 @@ def test_evaluate_writes_json_and_a_report(tmp_path, two_runs, capsys):
             "--json", str(tmp_path / "r.json"), "--report", str(tmp_path / "rep")]
     assert main(argv) == 0
     saved = json.loads((tmp_path / "r.json").read_text())
-    assert saved["method"] == "metasgd" and len(saved["tasks"]) == 2 and saved["split"] == "test"
+    seed = read_yaml_file(two_runs[0] / "config.yaml")["seed"]
+    label = f"Meta-SGD (seed {seed})"  # method and seed, as compare labels runs (not the directory name)
+    assert saved["method"] == label and len(saved["tasks"]) == 2 and saved["split"] == "test"
     report = tmp_path / "rep" / "report.md"
-    assert "| metasgd |" in report.read_text()
+    assert f"| {label} |" in report.read_text()
     assert {p.name for p in referenced_files(report)} >= {"adaptation.png", "learning_curves.png"}
     assert all(p.is_file() and p.stat().st_size > 0 for p in referenced_files(report))
 
