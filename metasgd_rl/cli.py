@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import shlex
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from metasgd_rl.evaluation import AdaptationResult
 
 PROG = "metasgd-rl"
+#: errors of the storage, not of the program: a full disk or quota, a read-only or failing file system
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 EXIT_USAGE = 2
 USAGE = """\
 Meta-SGD / MAML meta-reinforcement learning: train from a YAML config, evaluate a checkpoint, compare runs,
@@ -355,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from metasgd_rl.ray_sampler import RolloutWorkerError
     from metasgd_rl.run import RunError
 
+    resume = " (a training run keeps its last checkpoint: continue it with --resume)" if args.command == "train" \
+        else ""
     try:
         return args.handler(args)
     except ConfigError as err:
@@ -364,22 +369,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
     except TaskFamilyError as err:  # a family's tasks, env or observations broke its contract: the family's code
-        resume = " (a training run keeps its last checkpoint: once the family is fixed, continue it with --resume)" \
-            if args.command == "train" else ""
-        print(f"{PROG}: error: {err}{resume}", file=sys.stderr)
+        fixed = resume.replace("continue it", "once the family is fixed, continue it")
+        print(f"{PROG}: error: {err}{fixed}", file=sys.stderr)
         return 1
     except RolloutWorkerError as err:  # Ray actors that died, hung or could not start: not a bug of the caller
-        resume = " (a training run keeps its last checkpoint: continue it with --resume)" if args.command == "train" \
-            else ""
         print(f"{PROG}: error: rollouts on Ray failed: {err}{resume}", file=sys.stderr)
         return 1
     except MemoryError:  # what the up-front estimate (metasgd_rl.memory) did not foresee
-        resume = " (a training run keeps its last checkpoint: continue it with --resume)" if args.command == "train" \
-            else ""
         print(f"{PROG}: error: out of memory; lower meta_batch_size, episodes_per_task, eval_tasks or the hidden "
               f"sizes (or --tasks / --episodes){resume}", file=sys.stderr)
         return 1
-
+    except OSError as err:
+        if err.errno not in _STORAGE_ERRORS:  # anything else is a bug to see in full
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"{PROG}: error: the disk refused{where}: {err.strerror}{resume}", file=sys.stderr)
+        return 1
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

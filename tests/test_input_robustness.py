@@ -339,3 +339,42 @@ def test_a_folder_left_by_a_kill_during_start_up_takes_the_same_command_again(tm
     Run.create(resolve_config({**TINY, "iterations": 1, "run_dir": str(run_dir)})).train()
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
     assert (run_dir / "final.pt").is_file()
+
+
+def test_a_full_disk_mid_training_is_one_line_and_the_run_resumes_to_the_same_result(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import metasgd_rl.run as run_module
+    from tests.tiny_config import assert_same_state, load_state, metrics_rows
+
+    config = write_config(tmp_path / "c.yaml", iterations=4, checkpoint_every=1, eval_every=0)
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "whole")]) == 0
+    real_save, saves = run_module.Run.save_checkpoint, []
+
+    def full_disk_at_the_third(self):
+        saves.append(self.model.iteration)
+        if len(saves) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.checkpoint_path))
+        return real_save(self)
+
+    monkeypatch.setattr(run_module.Run, "save_checkpoint", full_disk_at_the_third)
+    capsys.readouterr()
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "cut")]) == 1
+    err = one_error_line(capsys)
+    assert "the disk refused writing" in err and "No space left on device" in err and "--resume" in err
+    monkeypatch.setattr(run_module.Run, "save_checkpoint", real_save)
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
+    assert metrics_rows(tmp_path / "cut") == metrics_rows(tmp_path / "whole")
+    assert_same_state(load_state(tmp_path / "cut" / "final.pt"), load_state(tmp_path / "whole" / "final.pt"))
+
+
+def test_other_os_errors_are_not_disguised_as_disk_errors(tmp_path, monkeypatch):
+    import metasgd_rl.run as run_module
+
+    def bug(self):
+        raise FileNotFoundError(2, "No such file or directory", "somewhere")
+
+    monkeypatch.setattr(run_module.Run, "save_checkpoint", bug)
+    config = write_config(tmp_path / "c.yaml", iterations=1, eval_every=0)
+    with pytest.raises(FileNotFoundError):
+        main(["train", str(config), "--run-dir", str(tmp_path / "run")])
