@@ -25,7 +25,7 @@ from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import concatenate, create_empty_array, iterate
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from metasgd_rl.family import SPLITS, Task, TaskFamily, one_line, task_problem
+from metasgd_rl.family import SPLITS, Task, TaskFamily, not_json_message, one_line, task_problem
 
 #: how many tasks per split the split-disjointness check draws
 _SPLIT_SAMPLE = 50
@@ -193,11 +193,7 @@ def _check_task_list(name: str, tasks: Any, n: int, split: str) -> None:
             raise _fail(name, f"sample_tasks(split={split!r}) returned {task!r}; a task must be a plain dict.")
         problem = task_problem(task)
         if problem:
-            raise _fail(
-                name,
-                f"sample_tasks(split={split!r}) returned a task that is not JSON-able (task {i}: {problem}); "
-                "tasks must be JSON-able dicts (they are logged with every iteration and saved as JSON).",
-            )
+            raise _fail(name, not_json_message(f"sample_tasks(split={split!r})", i, problem) + ".")
         same = json.loads(json.dumps(task)) == task
         if not same:
             raise _fail(

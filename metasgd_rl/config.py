@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import inspect
 import math
 import re
 import time
@@ -288,13 +287,9 @@ RUN_VALIDATORS: dict[str, Validator] = {
 
 def model_defaults() -> dict[str, Any]:
     """The model's constructor arguments and their defaults, read from ``MetaSGD.__init__`` (one source)."""
-    from metasgd_rl.model import MetaSGD
+    from metasgd_rl.model import constructor_defaults
 
-    params = inspect.signature(MetaSGD.__init__).parameters
-    return {
-        name: p.default for name, p in params.items()
-        if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    return constructor_defaults()
 
 
 def schema(algo: str = "metasgd") -> dict[str, tuple[Validator, Any]]:

@@ -114,10 +114,15 @@ def checked_tasks(family: Any, tasks: Any, source: str, n: int | None = None) ->
     for i, task in enumerate(tasks):
         problem = task_problem(task)
         if problem:
-            raise TaskFamilyError(
-                f"{family_label(family)}: {source} returned a task that is not JSON-able (task {i}: {problem}); "
-                "tasks must be JSON-able dicts (they are logged with every iteration and saved as JSON)")
+            raise TaskFamilyError(f"{family_label(family)}: {not_json_message(source, i, problem)}")
     return tasks
+
+
+def not_json_message(source: str, index: int, problem: str) -> str:
+    """What to say of task ``index`` that ``source`` returned and that is not JSON-able (``problem``: from
+    :func:`task_problem`); shared by training's refusal and :func:`~metasgd_rl.checks.check_task_family`."""
+    return (f"{source} returned a task that is not JSON-able (task {index}: {problem}); tasks must be JSON-able "
+            "dicts (they are logged with every iteration and saved as JSON)")
 
 
 def sample_checked_tasks(family: TaskFamily, n: int, rng: np.random.Generator | int | np.random.SeedSequence,

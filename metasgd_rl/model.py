@@ -164,10 +164,7 @@ def _check_state_shapes(path: str | os.PathLike, state: Mapping[str, Any], famil
     The expected shapes come from the policy and step sizes built on the ``meta`` device (no memory). A config the
     constructor would refuse anyway is left to it.
     """
-    import inspect
-
-    args = {name: p.default for name, p in inspect.signature(MetaSGD.__init__).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    args = constructor_defaults()
     args.update(config)
     args.update(fixed)
     policy_kwargs = {**DEFAULT_POLICY_KWARGS, **dict(args.get("policy_kwargs") or {})}
@@ -202,6 +199,16 @@ def _check_state_shapes(path: str | os.PathLike, state: Mapping[str, Any], famil
             raise CheckpointError(f"{path} is inconsistent: tensor {part}.{extra[0]} is in the file but not in the "
                                   f"model its config implies (family {family.id}, policy_kwargs.hidden_sizes="
                                   f"{hidden!r}); it is not loaded")
+
+
+def constructor_defaults() -> dict[str, Any]:
+    """:class:`MetaSGD`'s constructor arguments and their defaults, read from its signature (one source for the
+    config schema and the checkpoint checks)."""
+    import inspect
+
+    params = inspect.signature(MetaSGD.__init__).parameters
+    return {name: p.default for name, p in params.items()
+            if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 class MetaSGD:
