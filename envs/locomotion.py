@@ -23,17 +23,26 @@ without it raises an ``ImportError`` that says what to install.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import VectorEnv
 
 from metasgd_rl.family import Task, split_generator
 from metasgd_rl.gym_family import GymTaskFamily
+from metasgd_rl.native_mujoco import native_rollout_problem
 from metasgd_rl.parameters import Choice, LogUniform, Uniform
+from metasgd_rl_envs.locomotion_native import (
+    HalfCheetahDirVectorEnv,
+    HalfCheetahVelVectorEnv,
+    HopperVectorEnv,
+    Walker2dVectorEnv,
+)
 
 MUJOCO_MISSING = 'the MuJoCo locomotion families need MuJoCo; install it with: pip install "metasgd-rl[mujoco]"'
 #: recent MuJoCo (4.0 here) warns about this attribute of gymnasium's half_cheetah.xml every time the model is compiled
@@ -45,6 +54,11 @@ CHEETAH_CTRL_COST_WEIGHT = 0.05
 ANT_GOAL_RADIUS = 3.0
 #: ProMP's rand_param_envs: factors base ** U(-3, 3)
 RAND_PARAMS_LOG_SCALE_LIMIT = 3.0
+#: how a family's vector env steps its sub-envs: MuJoCo's batched rollout or gymnasium's envs one by one
+SIMULATORS = ("native", "gymnasium")
+#: why the Ant families stay on gymnasium's envs
+ANT_NOT_NATIVE = ("Ant-v5's observation (contact forces cfrc_ext) and contact cost come from mj_rnePostConstraint "
+                  "after each step, which mujoco.rollout does not return")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -89,8 +103,30 @@ class MujocoTaskFamily(GymTaskFamily):
     the horizon can be changed.
     """
 
-    def __init__(self, max_episode_steps: int | None = None):
+    #: the :class:`~metasgd_rl.native_mujoco.NativeMujocoVectorEnv` subclass mirroring this family's env, or None
+    native_env: type | None = None
+    #: why a family without ``native_env`` cannot run natively (said when ``simulator="native"`` is asked for)
+    native_unavailable: str = "no native vector env mirrors its gymnasium env"
+    #: runs saved before ``simulator`` existed stepped gymnasium's envs: they resume and evaluate on them
+    legacy_kwargs = {"simulator": "gymnasium"}
+
+    def __init__(self, max_episode_steps: int | None = None, simulator: str | None = None):
         super().__init__(max_episode_steps=max_episode_steps)
+        default = "native" if self.native_env is not None else "gymnasium"
+        self.simulator = default if simulator is None else simulator
+        if self.simulator not in SIMULATORS:
+            raise ValueError(f"{type(self).__name__}: simulator={simulator!r} is not allowed; use one of "
+                             f"{list(SIMULATORS)}")
+        if self.simulator == "native":
+            if self.native_env is None:
+                raise ValueError(f"{type(self).__name__}: simulator='native' cannot serve {self.env_id}: "
+                                 f"{self.native_unavailable}; use simulator='gymnasium'")
+            problem = native_rollout_problem()
+            if problem is not None:
+                raise ValueError(f"{type(self).__name__}: simulator='native' needs MuJoCo's batched rollout, but "
+                                 f"{problem}; or use simulator='gymnasium'")
+        self._native_source: gym.Env | None = None
+        self._native_data: Any = None
 
     def make_base_env(self, max_episode_steps: int | None = None) -> gym.Env:
         try:
@@ -105,6 +141,59 @@ class MujocoTaskFamily(GymTaskFamily):
     def wrap(self, env: gym.Env) -> gym.Env:
         """The env the tasks run in: ``env`` (time-limited) inside the family's reward wrapper, if any."""
         return env
+
+    def make_vector_env(self, tasks: Sequence[Task], episodes_per_task: int) -> VectorEnv:
+        """Sub-env i runs ``tasks[i // E]``: on MuJoCo's batched rollout (``simulator="native"``, see
+        :mod:`metasgd_rl.native_mujoco`) or on pooled gymnasium envs (``simulator="gymnasium"``)."""
+        if self.simulator != "native":
+            return super().make_vector_env(tasks, episodes_per_task)
+        tasks, episodes = list(tasks), int(episodes_per_task)
+        if episodes < 1:
+            raise ValueError(f"episodes_per_task must be >= 1, got {episodes}")
+        values = [self.task_values(task) for task in tasks]  # refuses a bad task before building anything
+        if not tasks:
+            raise ValueError("make_vector_env needs at least one task")
+        source = self._native_env_source()
+        model_paths = [path for path in self.parameters if path.startswith("model.")]
+        if model_paths:  # one model per task, shared by its episodes
+            per_task = [self._task_model(source.unwrapped.model, v, model_paths) for v in values]
+        else:
+            per_task = [source.unwrapped.model] * len(tasks)
+        models = [model for model in per_task for _ in range(episodes)]
+        reward_values = {path: np.repeat(np.stack([v[path] for v in values]), episodes, axis=0)
+                         for path in self.parameters if not path.startswith("model.")}
+        return self.native_env.from_env(source, models, self.max_episode_steps, reward_values)
+
+    def _native_env_source(self) -> gym.Env:
+        """The gymnasium env (never bound to a task) whose model, settings and spaces the native env copies."""
+        if self._native_source is None:
+            self._native_source = self.make_base_env()
+        return self._native_source
+
+    def _task_model(self, base: Any, values: dict[str, np.ndarray], paths: list[str]) -> Any:
+        """A copy of ``base`` with the task's ``model.*`` parameters written as :meth:`apply_task` writes them into
+        a gymnasium env's model, and its derived constants recomputed (``mj_setConst``)."""
+        import mujoco
+
+        model = copy.copy(base)
+        for path in paths:
+            value = self.defaults[path] * values[path] if self.parameters[path].scale else values[path]
+            getattr(model, path[len("model."):])[...] = value
+        if self._native_data is None:
+            self._native_data = mujoco.MjData(base)
+        mujoco.mj_setConst(model, self._native_data)
+        return model
+
+    def close(self) -> None:
+        super().close()
+        if self._native_source is not None:
+            self._native_source.close()
+            self._native_source = None
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        described["simulator"] = self.simulator
+        return described
 
 
 def _squared_norm(action: Any) -> float:
@@ -216,6 +305,7 @@ class HalfCheetahVelFamily(MujocoTaskFamily):
     env_id = "HalfCheetah-v5"
     parameters = {"goal_velocity": Uniform(0.0, 2.0)}
     max_episode_steps = 200
+    native_env = HalfCheetahVelVectorEnv
 
     def wrap(self, env: gym.Env) -> gym.Env:
         return HalfCheetahVelReward(env)
@@ -232,6 +322,7 @@ class HalfCheetahDirFamily(MujocoTaskFamily):
     env_id = "HalfCheetah-v5"
     parameters = {"direction": Choice((-1.0, 1.0))}
     max_episode_steps = 200
+    native_env = HalfCheetahDirVectorEnv
     disjoint_splits = False
 
     def wrap(self, env: gym.Env) -> gym.Env:
@@ -249,6 +340,7 @@ class AntDirFamily(MujocoTaskFamily):
     """
 
     env_id = "Ant-v5"
+    native_unavailable = ANT_NOT_NATIVE
     parameters = {"direction": Choice((-1.0, 1.0))}
     max_episode_steps = 200
     disjoint_splits = False
@@ -271,6 +363,7 @@ class AntGoalFamily(MujocoTaskFamily):
     """
 
     env_id = "Ant-v5"
+    native_unavailable = ANT_NOT_NATIVE
     #: the bounding square declares the goal's shape and range; :meth:`sample_tasks` draws in the disc
     parameters = {"goal": Uniform(-ANT_GOAL_RADIUS, ANT_GOAL_RADIUS, shape=(2,))}
     env_kwargs = {
@@ -325,6 +418,7 @@ class HopperRandParamsFamily(MujocoTaskFamily):
     env_id = "Hopper-v5"
     parameters = _rand_params()
     max_episode_steps = 200
+    native_env = HopperVectorEnv
 
 
 class Walker2dRandParamsFamily(MujocoTaskFamily):
@@ -337,3 +431,4 @@ class Walker2dRandParamsFamily(MujocoTaskFamily):
     env_id = "Walker2d-v5"
     parameters = _rand_params()
     max_episode_steps = 200
+    native_env = Walker2dVectorEnv

@@ -8,6 +8,7 @@ from metasgd_rl.evaluation import AdaptationResult, evaluate_adaptation
 from metasgd_rl.family import EpisodeVectorEnv, Task, TaskFamily, split_generator
 from metasgd_rl.gym_family import GymTaskFamily
 from metasgd_rl.model import MAML, AdaptedPolicy, MetaSGD
+from metasgd_rl.native_mujoco import NativeMujocoVectorEnv
 from metasgd_rl.parameters import Choice, Distribution, LogUniform, ParameterPathError, Uniform
 from metasgd_rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, make_policy
 from metasgd_rl.probe import AlphaProbe, alpha_probe
@@ -31,6 +32,7 @@ __all__ = [
     "LogUniform",
     "MetaBatch",
     "MetaSGD",
+    "NativeMujocoVectorEnv",
     "ParameterPathError",
     "StepSizes",
     "Task",

@@ -429,6 +429,9 @@ def resolve_config(raw: Mapping[str, Any], name: str = "run") -> dict[str, Any]:
     config["policy_kwargs"] = _resolve_policy_kwargs(config["policy_kwargs"])
     config["outer_kwargs"] = _resolve_outer_kwargs(config["outer"], config["outer_kwargs"])
     family = _resolve_family(config["family"], config["family_kwargs"])
+    # the arguments a later default could change are written down (e.g. the locomotion families' simulator)
+    config["family_kwargs"] = {**{k: family.make_kwargs[k] for k in family.legacy_kwargs if k in family.make_kwargs},
+                               **config["family_kwargs"]}
     if config["run_dir"] is None:
         config["run_dir"] = default_run_dir(name)
     check_config_memory(config, family)

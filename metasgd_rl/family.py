@@ -192,6 +192,11 @@ class TaskFamily(abc.ABC):
     #: tasks out (e.g. two running directions) sets it False: evaluation on "test" then draws from the
     #: training distribution, and check_task_family skips the split-disjointness check.
     disjoint_splits: bool = True
+    #: constructor arguments added after runs had been saved, with the value those runs were built with (e.g. the
+    #: locomotion families' ``{"simulator": "gymnasium"}``): a run or checkpoint whose ``family_kwargs`` lack one
+    #: is rebuilt with that value, so it resumes and evaluates as it was trained, and a new family records the
+    #: attribute of that name in its ``make_kwargs`` and in its run's config (a later default cannot change it)
+    legacy_kwargs: dict[str, Any] = {}
     #: the ``info`` key that flags success (Meta-World's ``"success"``), or None. An episode succeeds if the flag
     #: is true at any of its steps; the sampler records it and evaluation reports the success rate beside the
     #: return.

@@ -31,7 +31,7 @@ from metasgd_rl.io import atomic_torch_save
 from metasgd_rl.outer import OUTER_OPTIMIZERS, make_outer_optimizer
 from metasgd_rl.policies import Policy, make_policy, observation_features
 from metasgd_rl.ray_sampler import SAMPLERS, make_sampler
-from metasgd_rl.registry import make_task_family
+from metasgd_rl.registry import legacy_family_kwargs, make_task_family
 from metasgd_rl.sampler import EpisodeBatch
 from metasgd_rl.step_sizes import StepSizes
 from metasgd_rl.threads import with_model_threads
@@ -53,9 +53,12 @@ _LEGACY_POLICY_KWARGS = dict(init="default", output_init_scale=0.01)
 def with_legacy_defaults(config: Mapping[str, Any], alpha: bool = True) -> dict[str, Any]:
     """``config`` (a checkpoint's or a run's) completed with what runs from before α's optimiser,
     parameterisation and the policy's initialisation were settings used: α trained jointly with θ, stored as
-    itself, PyTorch's initialisation with the output layer at ×0.01. ``alpha=False`` (MAML) adds no α keys."""
+    itself, PyTorch's initialisation with the output layer at ×0.01, and the family arguments its class lists in
+    ``legacy_kwargs`` (the locomotion families' gymnasium simulator). ``alpha=False`` (MAML) adds no α keys."""
     out = {**_LEGACY_RUN_SETTINGS, **(_LEGACY_SETTINGS if alpha else {}), **config}
     out["policy_kwargs"] = {**_LEGACY_POLICY_KWARGS, **dict(out.get("policy_kwargs") or {})}
+    if "family_kwargs" in out or isinstance(out.get("family"), str):
+        out["family_kwargs"] = legacy_family_kwargs(out.get("family"), out.get("family_kwargs"))
     return out
 
 # Streams of the seed tree (spawn keys under the model's seed).

@@ -219,8 +219,26 @@ def make_task_family(family_id: str, **kwargs: Any) -> TaskFamily:
             f"{type(family).__name__}, not a TaskFamily"
         )
     family.id = family_id
-    family.make_kwargs = _plain_kwargs(kwargs)  # so that a saved model can rebuild the same family
+    # so that a saved model can rebuild the same family, whatever later defaults
+    recorded = {key: getattr(family, key) for key in getattr(family, "legacy_kwargs", {}) if hasattr(family, key)}
+    family.make_kwargs = _plain_kwargs({**recorded, **kwargs})
     return family
+
+
+def legacy_family_kwargs(family_id: Any, family_kwargs: Any) -> Any:
+    """``family_kwargs`` of a saved run or checkpoint completed with what the family was built with before these
+    arguments existed (its class's ``legacy_kwargs``); unchanged for an unknown id or a family without them."""
+    spec = _REGISTRY.get(family_id) if isinstance(family_id, str) else None
+    if spec is None:
+        _load_plugins()
+        spec = _REGISTRY.get(family_id) if isinstance(family_id, str) else None
+    if spec is None or not isinstance(family_kwargs, (dict, type(None))):
+        return family_kwargs
+    try:
+        legacy = getattr(_resolve(spec), "legacy_kwargs", {})
+    except ImportError:
+        return family_kwargs  # building the family will say so
+    return {**legacy, **(family_kwargs or {})} if isinstance(legacy, dict) and legacy else family_kwargs
 
 
 def _plain_kwargs(value: Any) -> Any:

@@ -11,6 +11,7 @@ import torch
 
 from metasgd_rl.family import EpisodeVectorEnv, ObservationShapeError, Task, TaskFamily, TaskFamilyError, family_label
 from metasgd_rl.policies import Policy, observation_features
+from metasgd_rl.threads import torch_threads
 
 
 @dataclass
@@ -182,25 +183,28 @@ def rollout_chunk(
         success = np.zeros(n_envs, dtype=bool)
         zero = torch.zeros((), device=device)
         sample_actions = policy.action_sampler(params)
-        for step in range(1, horizon + 1):
-            obs = observation_features(obs_space, torch.as_tensor(raw_obs, device=device))
-            obs = obs.reshape(num_tasks, episodes, -1)
-            noise = policy.draw_noise((total_tasks, episodes), generator, device)[task_slice]
-            action = sample_actions(obs, noise)
-            if not alive.all():
-                mask = torch.as_tensor(alive, device=device).reshape(num_tasks, episodes, *([1] * (action.dim() - 2)))
-                action = torch.where(mask, action, zero.to(action.dtype))
-            observations.append(obs)
-            actions.append(action)
-            alive_steps.append(alive.copy())
-            env_action = action.cpu().numpy().reshape(n_envs, *(() if discrete_actions else (-1,)))
-            raw_obs, reward, terminated, truncated, infos = checked(step, venv.step, env_action)
-            rewards.append(np.where(alive, reward, 0.0))
-            if success_key:
-                success |= alive & info_flags(infos, success_key, n_envs)
-            alive &= ~(np.asarray(terminated) | np.asarray(truncated))
-            if not alive.any():
-                break
+        # a vector env with threads of its own (MuJoCo's rollout) asks for the policy to run on fewer torch threads
+        with torch_threads(getattr(venv, "policy_threads", None)):
+            for step in range(1, horizon + 1):
+                obs = observation_features(obs_space, torch.as_tensor(raw_obs, device=device))
+                obs = obs.reshape(num_tasks, episodes, -1)
+                noise = policy.draw_noise((total_tasks, episodes), generator, device)[task_slice]
+                action = sample_actions(obs, noise)
+                if not alive.all():
+                    mask = torch.as_tensor(alive, device=device)
+                    mask = mask.reshape(num_tasks, episodes, *([1] * (action.dim() - 2)))
+                    action = torch.where(mask, action, zero.to(action.dtype))
+                observations.append(obs)
+                actions.append(action)
+                alive_steps.append(alive.copy())
+                env_action = action.cpu().numpy().reshape(n_envs, *(() if discrete_actions else (-1,)))
+                raw_obs, reward, terminated, truncated, infos = checked(step, venv.step, env_action)
+                rewards.append(np.where(alive, reward, 0.0))
+                if success_key:
+                    success |= alive & info_flags(infos, success_key, n_envs)
+                alive &= ~(np.asarray(terminated) | np.asarray(truncated))
+                if not alive.any():
+                    break
         final_obs = observation_features(obs_space, torch.as_tensor(raw_obs, device=device))
     finally:
         venv.close()

@@ -216,7 +216,8 @@ def test_rand_params_scale_the_model_and_change_the_dynamics(family_id):
 @needs_mujoco
 @pytest.mark.parametrize("family_id", FAMILIES)
 def test_reused_envs_behave_like_fresh_ones(family_id):
-    family, episodes, seed = _family(family_id), 2, 3
+    family = msr.make_task_family(family_id, max_episode_steps=HORIZON, simulator="gymnasium")
+    episodes, seed = 2, 3
     rng = np.random.default_rng(seed)
     first = family.make_vector_env(family.sample_tasks(3, rng), episodes)
     first.reset(seed=seed)
@@ -281,7 +282,7 @@ def test_the_settotalmass_warning_is_silenced_and_other_warnings_are_forwarded(c
     gym.make("HalfCheetah-v5").close()  # unfiltered: MuJoCo 4 prints it (3.3, metaworld's pin, does not)
     assert ("settotalmass" in capfd.readouterr().err) == (int(mujoco.__version__.split(".")[0]) >= 4)
 
-    family = _family("HalfCheetahVel-v0")
+    family = msr.make_task_family("HalfCheetahVel-v0", max_episode_steps=HORIZON, simulator="gymnasium")
     tasks = family.sample_tasks(2, np.random.default_rng(0))
     family.make_env(tasks[0]).close()
     family.make_vector_env(tasks, 3).close()
