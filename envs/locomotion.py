@@ -16,6 +16,13 @@ Observations are gymnasium's v5 ones (e.g. HalfCheetah: ``qpos[1:]`` and ``qvel`
 HalfCheetah appends the torso's centre of mass), so returns are comparable with the papers' in scale, not
 digit for digit.
 
+Simulators: HalfCheetahVel, HalfCheetahDir, HopperRandParams and Walker2dRandParams step their vector envs in
+MuJoCo's own batched rollout by default (``simulator="native"``: one ``mujoco.rollout`` call per time step for
+all sub-envs, see :mod:`metasgd_rl.native_mujoco` and :mod:`metasgd_rl_envs.locomotion_native`);
+``simulator="gymnasium"`` steps pooled gymnasium envs one by one. ``make_env`` is gymnasium's env either way. The
+Ant families run on gymnasium only (their observation holds contact forces that the batched rollout does not
+return).
+
 MuJoCo is optional (``pip install "metasgd-rl[mujoco]"``): this module imports without it, and building a family
 without it raises an ``ImportError`` that says what to install.
 """
@@ -100,7 +107,9 @@ class MujocoTaskFamily(GymTaskFamily):
     without MuJoCo, and :meth:`wrap` for a reward wrapper holding the task attribute.
 
     The built-in families fix their env, parameters and env arguments (they are the papers' protocols); only
-    the horizon can be changed.
+    the horizon and the simulator can be changed: ``simulator="native"`` (the default where the family has a
+    ``native_env``) steps the vector env's sub-envs together in MuJoCo's batched rollout, ``"gymnasium"`` steps
+    gymnasium's envs one by one; asking for ``"native"`` where it cannot serve is a ``ValueError`` saying why.
     """
 
     #: the :class:`~metasgd_rl.native_mujoco.NativeMujocoVectorEnv` subclass mirroring this family's env, or None

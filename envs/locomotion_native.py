@@ -43,6 +43,9 @@ class LocomotionVectorEnv(NativeMujocoVectorEnv):
     def configure(self, env: Any) -> None:
         """Copy the gymnasium env's settings (``env`` unwrapped)."""
         self.reset_noise_scale = float(env._reset_noise_scale)
+        if not env._exclude_current_positions_from_observation:
+            raise ValueError(f"{type(self).__name__} observes qpos[1:] (exclude_current_positions_from_observation="
+                             "True); use simulator='gymnasium' for an env that observes the x position")
 
     def x_velocity(self, qpos_before: np.ndarray, qpos: np.ndarray, envs: np.ndarray) -> np.ndarray:
         """(x_after - x_before) / dt of the root, as the v5 envs compute ``info["x_velocity"]``."""
@@ -101,8 +104,6 @@ class HoppingVectorEnv(LocomotionVectorEnv):
         self.terminate_when_unhealthy = bool(env._terminate_when_unhealthy)
         self.healthy_z_range = env._healthy_z_range
         self.healthy_angle_range = env._healthy_angle_range
-        if not env._exclude_current_positions_from_observation:
-            raise ValueError("the native envs observe qpos[1:] (exclude_current_positions_from_observation=True)")
 
     def reset_noise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         s = self.reset_noise_scale

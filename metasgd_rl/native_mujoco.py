@@ -20,7 +20,8 @@ step's accelerations (``qacc_warmstart``), which ``mujoco.rollout`` neither take
 calls, so here each env step starts the solver from zero. Both solve to the model's tolerance (1e-8), and the
 tiny differences grow chaotically in contact-rich gaits: HalfCheetah trajectories agree to ~1e-11 after 50
 steps and differ visibly after ~100. Episode statistics are those of the same physics (tested); single
-trajectories are not those of gymnasium's env.
+trajectories are not those of gymnasium's env. (``check_task_family``'s comparison of the vector env with
+single envs, 20 steps by default, passes; over a hundred steps it would not.)
 
 Each reset starts exactly one episode per sub-env; a finished sub-env is frozen (last observation, reward 0,
 sticky flags, no ``info``) until the next reset, as in :class:`~metasgd_rl.family.EpisodeVectorEnv`.

@@ -308,3 +308,21 @@ def test_runs_and_checkpoints_from_before_the_native_simulator_resume_and_load_o
     assert msr.MetaSGD.load(run_dir / "final.pt").family.simulator == "gymnasium"
     resumed = Run.resume(run_dir, sets=["iterations=3"])
     assert resumed.model.family.simulator == "gymnasium"
+
+
+def test_bad_inputs_are_refused_before_anything_is_stepped():
+    family = msr.make_task_family("HalfCheetahVel-v0", max_episode_steps=5)
+    with pytest.raises(ValueError, match="must be finite numbers"):
+        family.make_vector_env([{"goal_velocity": float("nan")}], 2)
+    with pytest.raises(ValueError, match="episodes_per_task must be >= 1"):
+        family.make_vector_env(family.sample_tasks(1, np.random.default_rng(0)), 0)
+    venv = family.make_vector_env(family.sample_tasks(2, np.random.default_rng(0)), 2)
+    venv.reset(seed=0)
+    with pytest.raises(ValueError, match=r"actions of shape \(4, 5\) for 4 sub-envs with 6 actuators"):
+        venv.step(np.zeros((4, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="got 3 seeds for 4 sub-envs"):
+        venv.reset(seed=[0, 1, 2])
+    obs, _ = venv.reset(seed=[7, 8, 9, 10])  # one seed per sub-env, as gymnasium's vector envs take them
+    again, _ = venv.reset(seed=7)
+    assert np.array_equal(obs, again)
+    venv.close()

@@ -124,10 +124,13 @@ def random_params(policy, num_tasks: int, seed: int = 2) -> dict[str, torch.Tens
     ("Navigation2D-RandomStart-v0", {}),
     ("CartPoleRandParams-v0", {"max_episode_steps": 40}),  # generic vector env, discrete, early termination
     ("MetaWorld-ML1-v0", {"env_name": "reach-v3", "max_episode_steps": 30}),  # success flags from the actors
+    ("HopperRandParams-v0", {"max_episode_steps": 30}),  # MuJoCo's batched rollout, a model per task, falls
 ])
 def test_the_ray_batch_is_the_local_batch(local_ray, family_id, kwargs):
     if family_id.startswith("MetaWorld"):
         pytest.importorskip("metaworld", reason="the metaworld extra is not installed")
+    if family_id.startswith("Hopper"):
+        pytest.importorskip("mujoco", reason="the mujoco extra is not installed")
     family = make_task_family(family_id, **kwargs)
     policy = make_policy(family.observation_space, family.action_space, hidden_sizes=(8,),
                          generator=torch.Generator().manual_seed(0))
