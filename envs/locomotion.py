@@ -45,6 +45,7 @@ from metasgd_rl.gym_family import GymTaskFamily
 from metasgd_rl.native_mujoco import native_rollout_problem
 from metasgd_rl.parameters import Choice, LogUniform, Uniform
 from metasgd_rl_envs.locomotion_native import (
+    CHEETAH_CTRL_COST_WEIGHT,
     HalfCheetahDirVectorEnv,
     HalfCheetahVelVectorEnv,
     HopperVectorEnv,
@@ -55,8 +56,6 @@ MUJOCO_MISSING = 'the MuJoCo locomotion families need MuJoCo; install it with: p
 #: recent MuJoCo (4.0 here) warns about this attribute of gymnasium's half_cheetah.xml every time the model is compiled
 SETTOTALMASS_WARNING = "compiler attribute 'settotalmass' is deprecated"
 
-#: the control cost weight of MAML's and ProMP's HalfCheetah tasks: 0.5 * 1e-1 * ||a||^2
-CHEETAH_CTRL_COST_WEIGHT = 0.05
 #: AntGoal: goals uniform in the disc of this radius (ProMP's AntRandGoalEnv, PEARL's ant-goal)
 ANT_GOAL_RADIUS = 3.0
 #: ProMP's rand_param_envs: factors base ** U(-3, 3)

@@ -22,7 +22,8 @@ import numpy as np
 
 from metasgd_rl.native_mujoco import NativeMujocoVectorEnv
 
-#: the control cost weight of the cheetah tasks (envs/locomotion.py: CHEETAH_CTRL_COST_WEIGHT)
+#: the control cost weight of MAML's and ProMP's HalfCheetah tasks: 0.5 * 1e-1 * ||a||^2 (also used by the reward
+#: wrappers of ``metasgd_rl_envs.locomotion``)
 CHEETAH_CTRL_COST_WEIGHT = 0.05
 
 
@@ -64,6 +65,7 @@ class HalfCheetahVectorEnv(LocomotionVectorEnv):
         return np.concatenate((qpos[:, 1:], qvel), axis=1)
 
     def reset_info(self, qpos: np.ndarray) -> dict[str, np.ndarray]:
+        """Also the position terms of every step's ``info``."""
         return {"x_position": qpos[:, 0].copy()}
 
     def task_reward(self, x_velocity: np.ndarray, envs: np.ndarray) -> np.ndarray:
@@ -73,8 +75,7 @@ class HalfCheetahVectorEnv(LocomotionVectorEnv):
         x_velocity = self.x_velocity(qpos_before, qpos, envs)
         forward = self.task_reward(x_velocity, envs)
         ctrl = -CHEETAH_CTRL_COST_WEIGHT * np.sum(np.square(np.asarray(actions, dtype=np.float64)), axis=1)
-        info = {"x_position": qpos[:, 0].copy(), "x_velocity": x_velocity, "reward_forward": forward,
-                "reward_ctrl": ctrl}
+        info = {**self.reset_info(qpos), "x_velocity": x_velocity, "reward_forward": forward, "reward_ctrl": ctrl}
         return forward + ctrl, np.zeros(len(envs), dtype=bool), info
 
 
@@ -129,9 +130,8 @@ class HoppingVectorEnv(LocomotionVectorEnv):
         ctrl_cost = self.ctrl_cost_weight * np.sum(np.square(actions), axis=1)  # in the actions' dtype, as gymnasium
         reward = (forward + survive) - ctrl_cost
         terminated = ~healthy & self.terminate_when_unhealthy
-        info = {"x_position": qpos[:, 0].copy(), "z_distance_from_origin": qpos[:, 1] - self.init_qpos[1],
-                "x_velocity": x_velocity, "reward_forward": forward, "reward_ctrl": -ctrl_cost,
-                "reward_survive": survive}
+        info = {**self.reset_info(qpos), "x_velocity": x_velocity, "reward_forward": forward,
+                "reward_ctrl": -ctrl_cost, "reward_survive": survive}
         return reward, terminated, info
 
 

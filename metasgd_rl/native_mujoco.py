@@ -100,8 +100,8 @@ class NativeMujocoVectorEnv(VectorEnv, abc.ABC):
         self.nq, self.nv, self.nu = first.nq, first.nv, first.nu
         full = mujoco.mjtState.mjSTATE_FULLPHYSICS.value
         self.nstate = mujoco.mj_stateSize(first, full)
-        self._qpos = slice(mujoco.mj_stateSize(first, mujoco.mjtState.mjSTATE_TIME.value), None)
-        self._qpos = slice(self._qpos.start, self._qpos.start + self.nq)
+        start = mujoco.mj_stateSize(first, mujoco.mjtState.mjSTATE_TIME.value)  # the state is time, qpos, qvel, ...
+        self._qpos = slice(start, start + self.nq)
         self._qvel = slice(self._qpos.stop, self._qpos.stop + self.nv)
         # the state of a freshly reset MjData (time 0, qpos0, zero velocities, activations, userdata)
         data = mujoco.MjData(first)

@@ -228,10 +228,8 @@ def make_task_family(family_id: str, **kwargs: Any) -> TaskFamily:
 def legacy_family_kwargs(family_id: Any, family_kwargs: Any) -> Any:
     """``family_kwargs`` of a saved run or checkpoint completed with what the family was built with before these
     arguments existed (its class's ``legacy_kwargs``); unchanged for an unknown id or a family without them."""
+    _load_plugins()
     spec = _REGISTRY.get(family_id) if isinstance(family_id, str) else None
-    if spec is None:
-        _load_plugins()
-        spec = _REGISTRY.get(family_id) if isinstance(family_id, str) else None
     if spec is None or not isinstance(family_kwargs, (dict, type(None))):
         return family_kwargs
     try:
