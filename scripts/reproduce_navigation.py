@@ -32,7 +32,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib
@@ -46,7 +45,7 @@ import yaml  # noqa: E402
 import metasgd_rl as msr  # noqa: E402
 from metasgd_rl.io import atomic_write_text  # noqa: E402
 from metasgd_rl.report import save_png  # noqa: E402
-from metasgd_rl.stats import mean_ci95, welch_test  # noqa: E402
+from metasgd_rl.study import plot_seed_adaptation, seed_arrays, seed_rows, step_header, summarise_seeds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("Navigation2D-v0", "Navigation2D-RandomStart-v0")
@@ -112,34 +111,16 @@ def learning_curve(out: Path, variant: str, method: str, seed: int) -> tuple[np.
     return np.array([float(row["post_return"]) for row in rows]), sum(float(row["seconds"]) for row in rows)
 
 
-def summarise(scores: dict, variants: list[str], methods: list[str], steps: int) -> dict:
-    """Per variant and method, (mean, 95% half-width) over seeds after each step; with MAML among the methods,
-    Welch's test of every other method minus MAML over seeds at each step."""
-    summary: dict = {}
-    for variant in variants:
-        summary[variant] = {"methods": {}, "welch_vs_maml": {}}
-        per_seed = {m: np.array([scores[variant][m][s]["per_step"] for s in sorted(scores[variant][m])])
-                    for m in methods}
-        for method in methods:
-            summary[variant]["methods"][method] = [mean_ci95(per_seed[method][:, k]) for k in range(steps + 1)]
-            if method != "maml" and "maml" in methods:
-                summary[variant]["welch_vs_maml"][method] = [
-                    asdict(welch_test(per_seed[method][:, k], per_seed["maml"][:, k])) for k in range(steps + 1)]
-    return summary
+def summarise(scores: dict, variants: list[str], methods: list[str]) -> dict:
+    """Per variant: :func:`~metasgd_rl.study.summarise_seeds` of its methods' per-seed scores."""
+    return {v: summarise_seeds(seed_arrays({m: {s: r["per_step"] for s, r in scores[v][m].items()}
+                                            for m in methods})) for v in variants}
 
 
-def markdown(summary: dict, variants: list[str], methods: list[str], labels: dict, steps: int, n_seeds: int,
-             split: str = "test") -> str:
-    head = "| variant | method | " + " | ".join(f"after {k} step{'s' if k != 1 else ''}" for k in range(steps + 1))
-    lines = [head + " |", "|---|---|" + "---|" * (steps + 1)]
+def markdown(summary: dict, variants: list[str], labels: dict, steps: int, n_seeds: int, split: str = "test") -> str:
+    lines = ["| variant | method | " + " | ".join(step_header(steps)) + " |", "|---|---|" + "---|" * (steps + 1)]
     for variant in variants:
-        for method in methods:
-            cells = [f"{m:.1f} ± {h:.1f}" for m, h in summary[variant]["methods"][method]]
-            lines.append(f"| {variant} | {labels[method]} | " + " | ".join(cells) + " |")
-        for method, tests in summary[variant]["welch_vs_maml"].items():
-            lines.append(f"| {variant} | {labels[method]} − MAML (Welch p) | "
-                         + " | ".join(f"{w['difference']:+.1f} ± {w['ci95']:.1f} (p = {w['p_value']:.2f})"
-                                      for w in tests) + " |")
+        lines += seed_rows(variant, summary[variant], labels)
     tasks = "held-out" if split == "test" else "validation (training-distribution)"
     lines.append(f"\nMean over {n_seeds} seeds ± 95% t-interval over seeds; each seed's score is its mean return "
                  f"over the same {tasks} tasks. A difference row: the method's mean minus MAML's ± its 95% Welch "
@@ -147,17 +128,10 @@ def markdown(summary: dict, variants: list[str], methods: list[str], labels: dic
     return "\n".join(lines)
 
 
-def plot(out: Path, summary: dict, curves: dict, variants: list[str], methods: list[str], labels: dict,
-         steps: int) -> None:
+def plot(out: Path, summary: dict, curves: dict, variants: list[str], methods: list[str], labels: dict) -> None:
     fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 3.6), squeeze=False)
     for ax, variant in zip(axes[0], variants, strict=True):
-        for method in methods:
-            mean = np.array([m for m, _ in summary[variant]["methods"][method]])
-            half = np.nan_to_num(np.array([h for _, h in summary[variant]["methods"][method]]))
-            ax.plot(range(steps + 1), mean, marker="o", label=labels[method])
-            ax.fill_between(range(steps + 1), mean - half, mean + half, alpha=0.2)
-        ax.set(title=variant, xlabel="inner steps on the evaluation task", ylabel="return", xticks=range(steps + 1))
-        ax.legend(fontsize="small")
+        plot_seed_adaptation(ax, summary[variant], labels, title=variant)
     _save(fig, out / "adaptation.png")
     fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 3.6), squeeze=False)
     for ax, variant in zip(axes[0], variants, strict=True):
@@ -222,8 +196,8 @@ def main() -> None:
                 scores[variant][method][seed] = evaluate(args.out, variant, method, seed, tasks[variant], args)
                 curves[variant][method][seed], run_seconds[variant][method][seed] = learning_curve(
                     args.out, variant, method, seed)
-    summary = summarise(scores, args.variants, methods, args.eval_steps)
-    table = markdown(summary, args.variants, methods, labels, args.eval_steps, len(args.seeds), args.eval_split)
+    summary = summarise(scores, args.variants, methods)
+    table = markdown(summary, args.variants, labels, args.eval_steps, len(args.seeds), args.eval_split)
     command = "python scripts/reproduce_navigation.py " + " ".join(sys.argv[1:])
     total = time.perf_counter() - start
     seconds = [s for v in run_seconds.values() for m in v.values() for s in m.values()]
@@ -233,7 +207,7 @@ def main() -> None:
               f"{args.jobs} runs at a time); this invocation trained for {train_wall:.0f} s, total {total:.0f} s."
               "\n\n![adaptation](adaptation.png)\n\n![learning curves](learning_curves.png)\n")
     report_dir.mkdir(parents=True, exist_ok=True)
-    plot(report_dir, summary, curves, args.variants, methods, labels, args.eval_steps)
+    plot(report_dir, summary, curves, args.variants, methods, labels)
     atomic_write_text(report_dir / "results.json", json.dumps(
         {"command": command, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
          "labels": labels, "summary": summary, "scores": scores, "tasks": tasks, "run_seconds": run_seconds,

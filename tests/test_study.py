@@ -1,0 +1,103 @@
+"""Multi-seed summaries (metasgd_rl.study) and the locomotion reproduction script end to end on a tiny setting."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metasgd_rl.stats import mean_ci95, welch_test
+from metasgd_rl.study import seed_arrays, seed_rows, summarise_seeds
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "reproduce_locomotion.py"
+
+
+def test_summary_is_the_mean_and_interval_over_seeds_and_welch_against_the_reference():
+    rng = np.random.default_rng(0)
+    per_seed = {"metasgd": rng.normal(1.0, 1.0, (3, 4)), "maml": rng.normal(0.0, 2.0, (3, 4)),
+                "pretrained": rng.normal(0.0, 1.0, (1, 4))}
+    summary = summarise_seeds(per_seed, tested=["metasgd"])
+    for method, scores in per_seed.items():
+        for k in range(4):
+            mean, half = summary["methods"][method][k]
+            expected = mean_ci95(scores[:, k])
+            assert mean == pytest.approx(expected[0])
+            assert (math.isnan(half) and math.isnan(expected[1])) or half == pytest.approx(expected[1])
+    assert list(summary["welch_vs_maml"]) == ["metasgd"]  # only the tested method
+    w = summary["welch_vs_maml"]["metasgd"][2]
+    expected = welch_test(per_seed["metasgd"][:, 2], per_seed["maml"][:, 2])
+    assert w["difference"] == pytest.approx(per_seed["metasgd"][:, 2].mean() - per_seed["maml"][:, 2].mean())
+    assert w["p_value"] == pytest.approx(expected.p_value)
+    # without `tested`, every method but the reference is tested; without the reference, none
+    assert set(summarise_seeds(per_seed)["welch_vs_maml"]) == {"metasgd", "pretrained"}
+    assert summarise_seeds({"metasgd": per_seed["metasgd"]})["welch_vs_maml"] == {}
+
+
+def test_summary_refuses_methods_with_different_step_counts():
+    with pytest.raises(ValueError, match="same number of steps"):
+        summarise_seeds({"metasgd": np.zeros((2, 4)), "maml": np.zeros((2, 3))})
+
+
+def test_rows_say_when_one_seed_allows_no_test():
+    summary = summarise_seeds({"metasgd": [[1.0, 2.0]], "maml": [[0.0, 1.5]]})
+    rows = seed_rows("Fam", summary, {"metasgd": "Meta-SGD", "maml": "MAML"})
+    assert rows[0] == "| Fam | Meta-SGD | 1.0 | 2.0 |"
+    assert rows[2] == "| Fam | Meta-SGD − MAML (Welch p) | +1.0 (one seed: no test) | +0.5 (one seed: no test) |"
+
+
+def test_seed_arrays_orders_seeds():
+    arrays = seed_arrays({"m": {2: [2.0, 3.0], 0: [0.0, 1.0]}})
+    np.testing.assert_array_equal(arrays["m"], [[0.0, 1.0], [2.0, 3.0]])
+
+
+TINY = ["--families", "HalfCheetahVel-v0", "--seeds", "0", "1", "--iterations", "1", "--pretrain-iterations", "1",
+        "--set", "meta_batch_size=2", "--set", "episodes_per_task=2", "--set", "family_kwargs.max_episode_steps=10",
+        "--eval-tasks", "2", "--eval-episodes", "2", "--eval-steps", "2"]
+
+
+def _script(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_locomotion_study_trains_reuses_publishes_and_reevaluates(tmp_path):
+    pytest.importorskip("mujoco")
+    out, published = tmp_path / "study", tmp_path / "published"
+    first = _script(*TINY, "--out", str(out), "--report-dir", str(published), "--publish")
+    assert "metasgd-seed1: trained to 1 iterations" in first.stdout
+    results = json.loads((published / "results.json").read_text())
+    summary = results["summary"]["HalfCheetahVel-v0"]
+    assert set(summary["methods"]) == {"metasgd", "maml"} and list(summary["welch_vs_maml"]) == ["metasgd"]
+    records = results["evaluations"]["HalfCheetahVel-v0"]
+    assert set(records) == {"metasgd", "maml", "pretrained", "random-init"}
+    assert len(records["metasgd"]["0"]["per_step"]) == 3 and "probe" in records["metasgd"]["0"]
+    assert "probe" not in records["maml"]["0"]  # MAML's α is fixed: nothing to probe
+    for name in ("metasgd-seed0", "maml-seed1", "pretrained-seed0", "random-init-seed0"):
+        assert (published / "runs" / "HalfCheetahVel-v0" / name / "final.pt").is_file()
+    assert "## Wall-clock" in (published / "results.md").read_text()
+
+    # the same command again: nothing is trained again
+    again = _script(*TINY, "--out", str(out))
+    assert again.stdout.count("reused") == 5, again.stdout
+
+    # the published checkpoints alone reproduce every evaluation, as `metasgd-rl evaluate` does
+    _script(*TINY, "--out", str(published), "--evaluate-only", "--reevaluate")
+    rerun = json.loads((published / "results.json").read_text())["evaluations"]["HalfCheetahVel-v0"]
+    for method, by_seed in records.items():
+        for seed, record in by_seed.items():
+            assert rerun[method][seed]["per_step"] == record["per_step"]
+    evaluated = tmp_path / "evaluate.json"
+    subprocess.run([sys.executable, "-m", "metasgd_rl", "evaluate",
+                    str(published / "runs" / "HalfCheetahVel-v0" / "metasgd-seed1" / "final.pt"), "--tasks", "2",
+                    "--episodes", "2", "--steps", "2", "--seed", "2026", "--json", str(evaluated)],
+                   check=True, capture_output=True, cwd=ROOT)
+    cli = json.loads(evaluated.read_text())
+    np.testing.assert_allclose(cli["mean"], records["metasgd"]["1"]["per_step"], rtol=0, atol=1e-9)
