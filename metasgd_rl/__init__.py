@@ -1,5 +1,6 @@
 """metasgd-rl: gradient-based meta-reinforcement learning built around Meta-SGD."""
 
+from metasgd_rl import startup as _startup  # first: the command's Ctrl-C handler while torch imports (see startup)
 from metasgd_rl.advantages import compute_advantages
 from metasgd_rl.allocator import reuse_freed_memory
 from metasgd_rl.checks import TaskFamilyCheckError, TaskFamilyReport, check_task_family
@@ -54,3 +55,4 @@ __all__ = [
     "split_generator",
 ]
 __version__ = "0.1.0"
+_startup.restore()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -13,6 +15,7 @@ from metasgd_rl.allocator import reuse_freed_memory
 
 if TYPE_CHECKING:
     from metasgd_rl.evaluation import AdaptationResult
+    from metasgd_rl.run import Run
 
 PROG = "metasgd-rl"
 #: errors of the storage, not of the program: a full disk or quota, a read-only or failing file system
@@ -180,10 +183,37 @@ def build_parser() -> argparse.ArgumentParser:
 # -- commands -----------------------------------------------------------------------------------------------
 
 
+def _check_output(option: str, value: str | None, directory: bool) -> None:
+    """Refuse (``ConfigError``) an output path (``--json``, ``--report``, ``--out``) that cannot be written, before
+    the evaluation or measurement whose result it would hold is done (and lost)."""
+    from metasgd_rl.config import ConfigError
+    from metasgd_rl.io import unwritable_reason
+
+    if value is None:
+        return
+    reason = unwritable_reason(value, directory=directory)
+    if reason is not None:
+        kind = "directory" if directory else "file path"
+        advice = "" if reason.startswith("it is a ") else f"; use a {kind} in a writable place"
+        raise ConfigError(f"{option} {value!r} is not allowed: {reason}{advice}")
+
+
+def _check_metrics(run_dir: str | os.PathLike) -> None:
+    """Refuse (``ConfigError``) a run directory whose ``metrics.csv`` a report would fail to read, before evaluating."""
+    from metasgd_rl.config import ConfigError
+    from metasgd_rl.report import ComparisonError, check_metrics
+
+    try:
+        check_metrics(run_dir)
+    except ComparisonError as err:
+        raise ConfigError(str(err)) from err
+
+
 def _train(args: argparse.Namespace) -> int:
     from metasgd_rl.config import ConfigError, load_config
     from metasgd_rl.run import Run
 
+    created = False
     if args.resume is not None:
         if args.run_dir is not None:
             raise ConfigError(f"--run-dir {args.run_dir!r} is not allowed with --resume: the run stays in "
@@ -200,7 +230,9 @@ def _train(args: argparse.Namespace) -> int:
     else:
         if args.config is None:
             raise ConfigError("train needs a CONFIG file, or --resume RUN_DIR to continue a run")
-        run = Run.create(load_config(args.config, args.sets, run_dir=args.run_dir))
+        config = load_config(args.config, args.sets, run_dir=args.run_dir)
+        created = not os.path.lexists(config["run_dir"])
+        run = Run.create(config)
         print(f"{PROG}: training {run.config['algo']} on {run.config['family']} for "
               f"{run.config['iterations']} iterations in {run.directory}", flush=True)
     try:
@@ -209,12 +241,36 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{PROG}: interrupted at iteration {run.model.iteration}; continue with: "
               f"{PROG} train --resume {run.directory}", file=sys.stderr)
         return 130
+    except Exception:  # main reports it; a new run that failed before its first iteration leaves no directory
+        args.run_removed = args.resume is None and created and _remove_unstarted_run(run)
+        raise
     if run.stopped_by is not None:
         print(f"{PROG}: stopped at iteration {run.model.iteration}, checkpoint saved; continue with: "
               f"{PROG} train --resume {run.directory}", file=sys.stderr)
         return 128 + run.stopped_by
     print(f"{PROG}: done, {run.model.iteration} iterations; final model {run.final_path}")
     return 0
+
+
+def _remove_unstarted_run(run: Run) -> bool:
+    """Remove the directory of a new run whose training failed before it logged an iteration (out of memory, a Ray
+    cluster that is not there, ...); whether it was. It holds only what this command wrote (``config.yaml``, an empty
+    TensorBoard events file), and left behind it would make the same command refuse its ``--run-dir`` next time. A
+    directory holding anything else is kept."""
+    from metasgd_rl.run import CONFIG_FILE
+
+    if run.model.iteration > 0:
+        return False
+    try:
+        files = list(run.directory.iterdir())
+        if any(p.name != CONFIG_FILE and not p.name.startswith("events.out.tfevents.") for p in files):
+            return False
+        for path in files:
+            path.unlink()
+        run.directory.rmdir()
+    except OSError:
+        return False
+    return True
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -225,16 +281,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     from metasgd_rl.report import ComparisonError, load_checkpoint, method_label, write_report
     from metasgd_rl.run import METRICS_FILE
 
-    if args.json is not None and Path(args.json).is_dir():
-        raise ConfigError(f"--json {args.json!r} is not allowed: it is a directory; use a file path")
-    if args.report is not None and Path(args.report).exists() and not Path(args.report).is_dir():
-        raise ConfigError(f"--report {args.report!r} is not allowed: it is a file; use a directory")
+    _check_output("--json", args.json, directory=False)
+    _check_output("--report", args.report, directory=True)
     try:
         model = load_checkpoint(args.checkpoint, allow_env_imports=args.allow_env_imports)
     except ComparisonError as err:
         raise ConfigError(str(err)) from err
     episodes = model.episodes_per_task if args.episodes is None else args.episodes
     run_dir = Path(args.checkpoint).resolve().parent
+    if args.report is not None:  # its learning curves read the run's metrics.csv: a damaged one is refused now,
+        _check_metrics(run_dir)  # not after the evaluation
     label = method_label(model)  # "Meta-SGD (seed 0)", as compare labels runs
     result = evaluate_adaptation(model, n_tasks=args.tasks, steps=args.steps, episodes=episodes,
                                  split=args.split, seed=args.seed, method=label)
@@ -264,6 +320,7 @@ def _compare(args: argparse.Namespace) -> int:
     from metasgd_rl.config import ConfigError
     from metasgd_rl.report import ComparisonError, compare
 
+    _check_output("--out", args.out, directory=True)
     try:
         path, results = compare(args.runs, args.out, n_tasks=args.tasks, steps=args.steps, episodes=args.episodes,
                                 seed=args.seed, command=args.command_line, allow_env_imports=args.allow_env_imports)
@@ -326,8 +383,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     for family_id in [args.family, *args.throughput]:
         if family_id not in known:
             raise ConfigError(f"family={family_id!r} is not allowed; use one of {known}")
-    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ConfigError(f"--out {args.out!r} is not allowed: it is a file; use a directory")
+    _check_output("--out", args.out, directory=True)  # before minutes of measuring
     results = run_benchmark(args.family, args.tasks, args.episodes, args.outer, args.sampler, args.throughput,
                             repeats=args.repeats, warmup=args.warmup, threads=args.threads,
                             ray_workers=args.ray_workers, estimator=args.estimator,
@@ -348,7 +404,48 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``metasgd-rl`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    """Run ``metasgd-rl`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    A Ctrl-C outside training (parsing, imports, reading a config, evaluating) ends in one line and exit 130;
+    ``train`` handles its own during training (the checkpoint is kept and the line says how to resume).
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+#: the messages of torch's allocators (CPU and CUDA) when an allocation fails; torch raises a RuntimeError
+_ALLOCATOR_FAILURES = ("DefaultCPUAllocator", "not enough memory", "out of memory", "can't allocate memory")
+
+
+def out_of_memory_detail(err: BaseException) -> str | None:
+    """For a failed allocation (``MemoryError``, or torch's ``RuntimeError`` naming its allocator): the size it asked
+    for, as ``" (an allocation of 1.6 GB failed)"``, or ``""`` if unknown; None for any other exception."""
+    from metasgd_rl.memory import format_bytes
+
+    message = str(err)
+    if not isinstance(err, MemoryError) and not (isinstance(err, RuntimeError) and
+                                                 any(s in message for s in _ALLOCATOR_FAILURES)):
+        return None
+    size = re.search(r"allocate (\d+) bytes", message)
+    return f" (an allocation of {format_bytes(int(size.group(1)))} failed)" if size else ""
+
+
+def _memory_advice(command: str) -> str:
+    """What lowers the memory a command needs (for training: the keys of a new run, or task_chunk_size, which a
+    resumed run may change as well)."""
+    if command == "train":
+        return ("lower meta_batch_size, episodes_per_task, eval_tasks or the hidden sizes in a new run, or set "
+                "task_chunk_size (which --resume may change too)")
+    if command == "benchmark":
+        return "lower --tasks or --episodes, or give --task-chunk-size"
+    return "lower --tasks or --episodes"
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """:func:`main` without its handling of Ctrl-C."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join([PROG, *argv])
@@ -358,8 +455,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from metasgd_rl.ray_sampler import RolloutWorkerError
     from metasgd_rl.run import RunError
 
-    resume = " (a training run keeps its last checkpoint: continue it with --resume)" if args.command == "train" \
-        else ""
+    def resume() -> str:
+        """The hint a failed training gets, unless its new run directory was removed (nothing to resume)."""
+        if args.command != "train" or getattr(args, "run_removed", False):
+            return ""
+        return " (a training run keeps its last checkpoint: continue it with --resume)"
+
     try:
         return args.handler(args)
     except ConfigError as err:
@@ -369,21 +470,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
     except TaskFamilyError as err:  # a family's tasks, env or observations broke its contract: the family's code
-        fixed = resume.replace("continue it", "once the family is fixed, continue it")
+        fixed = resume().replace("continue it", "once the family is fixed, continue it")
         print(f"{PROG}: error: {err}{fixed}", file=sys.stderr)
         return 1
     except RolloutWorkerError as err:  # Ray actors that died, hung or could not start: not a bug of the caller
-        print(f"{PROG}: error: rollouts on Ray failed: {err}{resume}", file=sys.stderr)
+        print(f"{PROG}: error: rollouts on Ray failed: {err}{resume()}", file=sys.stderr)
         return 1
-    except MemoryError:  # what the up-front estimate (metasgd_rl.memory) did not foresee
-        print(f"{PROG}: error: out of memory; lower meta_batch_size, episodes_per_task, eval_tasks or the hidden "
-              f"sizes (or --tasks / --episodes){resume}", file=sys.stderr)
+    except (MemoryError, RuntimeError) as err:  # what the up-front estimate (metasgd_rl.memory) did not foresee
+        detail = out_of_memory_detail(err)
+        if detail is None:  # a RuntimeError that is no failed allocation: a bug to see in full
+            raise
+        print(f"{PROG}: error: out of memory{detail}; {_memory_advice(args.command)}", file=sys.stderr)
         return 1
     except OSError as err:
         if err.errno not in _STORAGE_ERRORS:  # anything else is a bug to see in full
             raise
         where = f" writing {err.filename}" if err.filename else ""
-        print(f"{PROG}: error: the disk refused{where}: {err.strerror}{resume}", file=sys.stderr)
+        print(f"{PROG}: error: the disk refused{where}: {err.strerror}{resume()}", file=sys.stderr)
         return 1
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from metasgd_rl.quote import short_repr, short_text
 
 RUN_DEFAULTS: dict[str, Any] = {
     "algo": "metasgd",
@@ -42,19 +44,108 @@ RESUME_MUTABLE = ("iterations", "checkpoint_every", "eval_every", "progress_bar"
                   "ray_workers", "task_chunk_size", "ray_startup_timeout")
 
 
+#: the longest error message a refusal prints: values are quoted short (:func:`short_repr`); this bounds the rest
+MAX_MESSAGE_CHARS = 2000
+
+
 class ConfigError(ValueError):
-    """A bad config: the message is one line naming the key, the value and what is allowed."""
+    """A bad config: the message is one line naming the key, the value and what is allowed (at most
+    :data:`MAX_MESSAGE_CHARS` characters: a value quoted whole could make it megabytes long)."""
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+        text = " ".join(str(message).split())
+        if len(text) > MAX_MESSAGE_CHARS:
+            keep = (MAX_MESSAGE_CHARS - 5) // 2
+            text = f"{text[:keep]} ... {text[-keep:]}"
+        super().__init__(text)
 
 
 # -- YAML ---------------------------------------------------------------------------------------------------
 
 
+#: the most values a YAML document may expand to, aliases counted at each use (a scalar counts one per
+#: :data:`_CHARS_PER_VALUE` characters too): a config holds a few hundred, while an "alias bomb" of a few hundred
+#: bytes expands to billions
+MAX_YAML_VALUES = 100_000
+_CHARS_PER_VALUE = 80
+#: the deepest nesting a YAML document may have, aliases followed (a config nests 3 or 4 levels)
+MAX_YAML_DEPTH = 100
+#: the largest config file read, in bytes (a config is a few kB)
+MAX_CONFIG_BYTES = 10 * 2**20
+
+
+class YamlLimitError(yaml.YAMLError):
+    """YAML text that is valid but too large or too deep once its aliases are expanded (one-line message)."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def check_node_graph(root: yaml.Node) -> None:
+    """Refuse (:class:`YamlLimitError`) a composed document that refers to itself through an alias, or whose
+    expansion holds more than :data:`MAX_YAML_VALUES` values or nests deeper than :data:`MAX_YAML_DEPTH`.
+
+    PyYAML shares an aliased node, so building the document is cheap; but copying, validating, printing or
+    writing it back expands every alias. Sizes are summed bottom-up once per node (iteratively: the alias graph
+    may be far deeper than Python's recursion limit), so the check costs the document's text, not its expansion.
+    """
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            children = _children(node)
+            own = 1 + len(node.value) // _CHARS_PER_VALUE if isinstance(node, yaml.ScalarNode) else 1
+            size[key] = own + sum(size[id(c)] for c in children)
+            height[key] = 1 + max((height[id(c)] for c in children), default=0)
+            open_nodes.discard(key)
+            if size[key] > MAX_YAML_VALUES:
+                raise YamlLimitError(f"its aliases expand to more than {MAX_YAML_VALUES:,} values (line "
+                                     f"{node.start_mark.line + 1}); a config holds a few hundred: write the values out "
+                                     "instead of nesting aliases")
+            if height[key] > MAX_YAML_DEPTH:
+                raise YamlLimitError(f"it nests more than {MAX_YAML_DEPTH} levels deep through its aliases (line "
+                                     f"{node.start_mark.line + 1}); a config nests a few")
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise YamlLimitError(f"an alias at line {node.start_mark.line + 1} refers to a value that contains it; a "
+                                 "config cannot hold itself")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in size)
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-5`` / ``3E4`` (no dot) as floats and refuses a key given twice in one
-    mapping (plain YAML keeps the last one silently: a config would train with a value its reader did not see)."""
+    """SafeLoader that also reads ``1e-5`` / ``3E4`` (no dot) as floats, refuses a key given twice in one
+    mapping (plain YAML keeps the last one silently: a config would train with a value its reader did not see),
+    and refuses documents nested deeper than :data:`MAX_YAML_DEPTH` or too large once expanded
+    (:func:`check_node_graph`)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        # PyYAML composes recursively: a document nested thousands deep would end in a RecursionError
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise YamlLimitError(f"it nests more than {MAX_YAML_DEPTH} levels deep (line "
+                                     f"{self.peek_event().start_mark.line + 1}); a config nests a few")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        check_node_graph(node)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Mark] = {}
@@ -81,8 +172,18 @@ _Loader.add_implicit_resolver(
 
 
 def yaml_load(text: str) -> Any:
-    """Parse YAML safely (no arbitrary objects), with exponent-only floats read as numbers."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
+    """Parse YAML safely (no arbitrary objects), with exponent-only floats read as numbers.
+
+    Every failure is a :class:`yaml.YAMLError` (:class:`YamlLimitError` for a document too large or too deep),
+    including a value PyYAML's constructors cannot build (a date such as ``2024-13-45``, an integer of 5000
+    digits), which would otherwise escape as a ``ValueError``.
+    """
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
+    except RecursionError:  # pragma: no cover  (compose_node's depth limit comes first)
+        raise YamlLimitError(f"it nests more than {MAX_YAML_DEPTH} levels deep; a config nests a few") from None
+    except (ValueError, OverflowError) as err:
+        raise yaml.YAMLError(f"a value cannot be read: {str(err).split(';')[0]}") from err
 
 
 class _Dumper(yaml.SafeDumper):
@@ -104,7 +205,7 @@ Validator = Callable[[str, Any], Any]
 
 
 def _bad(key: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"{key}={value!r} is not allowed; use {allowed}")
+    return ConfigError(f"{key}={short_repr(value)} is not allowed; use {allowed}")
 
 
 def _is_int(value: Any) -> bool:
@@ -115,30 +216,42 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def integer(minimum: int | None = None) -> Validator:
-    """An int (not a bool, not a float) that is at least ``minimum``."""
+def integer(minimum: int | None = None, maximum: int | None = None) -> Validator:
+    """An int (not a bool, not a float) that is at least ``minimum`` (and at most ``maximum``, if given)."""
     allowed = "an integer" if minimum is None else f"an integer >= {minimum}"
+    if maximum is not None:
+        allowed = f"an integer from {minimum} to {maximum}" if minimum is not None else f"an integer <= {maximum}"
 
     def check(key: str, value: Any) -> int:
-        if not _is_int(value) or (minimum is not None and value < minimum):
+        if not _is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             raise _bad(key, value, allowed)
         return int(value)
 
     return check
 
 
+#: the most torch threads or Ray workers a config may ask for (torch's C int overflows long before 2**31)
+MAX_THREADS = 4096
+#: the largest magnitude a float key may take unless its validator says otherwise: far above any sensible step size,
+#: learning rate, standard deviation or timeout, and far below float32's 3.4e38, where a value such as
+#: ``alpha_init: 1e300`` overflows the moment it becomes a tensor
+MAX_MAGNITUDE = 1e6
+
+
 def number(low: float | None = None, high: float | None = None, positive: bool = False) -> Validator:
-    """A finite int or float (not a bool) within ``[low, high]`` (or ``> 0`` with ``positive``)."""
+    """A finite int or float (not a bool) within ``[low, high]`` (or ``> 0`` with ``positive``); a bound not given
+    is ±:data:`MAX_MAGNITUDE`."""
+    if low is None:
+        low = 0.0 if positive else -MAX_MAGNITUDE
+    if high is None:
+        high = MAX_MAGNITUDE
     if positive:
-        allowed = "a positive number"
-    elif low is not None and high is not None:
-        allowed = f"a number in [{low:g}, {high:g}]"
+        allowed = f"a positive number up to {high:g}"
     else:
-        allowed = "a finite number"
+        allowed = f"a number in [{low:g}, {high:g}]"
 
     def check(key: str, value: Any) -> float:
-        ok = _is_number(value) and math.isfinite(value)
-        ok = ok and (low is None or value >= low) and (high is None or value <= high) and (not positive or value > 0)
+        ok = _is_number(value) and low <= value <= high and (not positive or value > 0)  # NaN fails the comparisons
         if not ok:
             raise _bad(key, value, allowed)
         return float(value)
@@ -218,6 +331,8 @@ def _inferred(default: Any) -> Validator:
 
 
 def _device(key: str, value: Any) -> str:
+    """A device the policies can run on here: 'cpu', 'cuda' / 'cuda:N' with such a GPU, 'mps' where available; not
+    'meta' (no data), 'xla' and the other backends torch knows by name but this machine or package cannot use."""
     import torch
 
     string()(key, value)
@@ -227,6 +342,31 @@ def _device(key: str, value: Any) -> str:
         raise _bad(key, value, "a torch device such as 'cpu' or 'cuda'") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise _bad(key, value, "'cpu' (CUDA is not available on this machine)")
+    mps = torch.backends.mps.is_available()
+    usable = ["'cpu'"] + (["'cuda'"] if torch.cuda.is_available() else []) + (["'mps'"] if mps else [])
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise _bad(key, value, f"'cuda' or 'cuda:N' with N < {torch.cuda.device_count()} (the GPUs of this machine)")
+    if device.type not in ("cpu", "cuda") and not (device.type == "mps" and mps):
+        raise _bad(key, value, f"{' or '.join(usable)} (the devices of this machine that metasgd-rl runs its policies "
+                               "on)")
+    return value
+
+
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+#: ``host:port`` or ``ray://host:port``; host a DNS name, an IPv4 address or a bracketed IPv6 address
+_RAY_ADDRESS = re.compile(rf"(?:ray://)?(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9A-Fa-f:.]+\]):([0-9]{{1,5}})")
+
+
+def _ray_address(key: str, value: Any) -> str | None:
+    """None (start a local Ray), ``"auto"`` / ``"local"``, or ``host:port`` / ``ray://host:port``. Only the form is
+    checked, nothing is contacted: a misspelt address is refused before the run directory is written, not when the
+    first rollout reaches ``ray.init``."""
+    if value is None:
+        return None
+    match = _RAY_ADDRESS.fullmatch(value) if isinstance(value, str) else None
+    if value not in ("auto", "local") and (match is None or not 1 <= int(match.group(1)) <= 65535):
+        raise _bad(key, value, "null (a local Ray), 'auto' (the running cluster), 'local', HOST:PORT or "
+                               "ray://HOST:PORT (a port from 1 to 65535)")
     return value
 
 
@@ -266,10 +406,10 @@ def _model_validators() -> dict[str, Validator]:
         "seed": integer(0),
         "device": _device,
         "sampler": choice(SAMPLERS),
-        "ray_address": string(nullable=True),
-        "ray_workers": optional(integer(1)),
+        "ray_address": _ray_address,
+        "ray_workers": optional(integer(1, MAX_THREADS)),
         "task_chunk_size": optional(integer(1)),
-        "num_threads": optional(integer(1)),
+        "num_threads": optional(integer(1, MAX_THREADS)),
         "ray_startup_timeout": number(positive=True),
     }
 
@@ -311,7 +451,8 @@ def _unknown_key(key: str, value: Any, allowed: Iterable[str], where: str = "") 
     allowed = sorted(allowed)
     close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else "."
-    return ConfigError(f"unknown key {key!r} (value {value!r}){where}{hint} Allowed keys: {', '.join(allowed)}")
+    return ConfigError(f"unknown key {short_repr(key)} (value {short_repr(value)}){where}{hint} Allowed keys: "
+                       f"{', '.join(allowed)}")
 
 
 # -- nested sections ----------------------------------------------------------------------------------------
@@ -370,20 +511,21 @@ def _resolve_outer_kwargs(outer: str, given: Mapping[str, Any]) -> dict[str, Any
 def _resolve_family(family: str, family_kwargs: Mapping[str, Any]) -> Any:
     """The family a config names, made once; a ConfigError if it is unknown, its kwargs are refused or its tasks
     are not JSON-able."""
+    import gymnasium as gym
     import numpy as np
 
     from metasgd_rl.family import TaskFamilyError, sample_checked_tasks
     from metasgd_rl.registry import list_task_families, make_task_family, unknown_family_message
 
     if family not in list_task_families():
-        raise ConfigError(f"family={family!r} is not allowed: {unknown_family_message(family)}")
+        raise ConfigError(f"family={short_repr(family)} is not allowed: {unknown_family_message(family)}")
     try:
         instance = make_task_family(family, **family_kwargs)
     except ImportError as err:
         raise ConfigError(f"family={family!r} cannot be used: {err}") from err
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"family_kwargs={dict(family_kwargs)!r} is not allowed for family {family!r}: {err}") \
-            from err
+    except (ValueError, TypeError, gym.error.Error) as err:  # gym.error.Error: e.g. an env_id gymnasium lacks
+        raise ConfigError(f"family_kwargs={short_repr(dict(family_kwargs))} is not allowed for family {family!r}: "
+                          f"{err}") from err
     try:  # tasks that cannot be logged as JSON are refused now, before the run directory is written
         for split in ("train", "test"):
             sample_checked_tasks(instance, 2, np.random.default_rng(0), split=split)
@@ -396,7 +538,11 @@ def _resolve_family(family: str, family_kwargs: Mapping[str, Any]) -> Any:
 
 
 def default_run_dir(name: str) -> str:
-    """``runs/<name>-<YYYYmmdd-HHMMSS>``, with a numeric suffix if that folder already exists."""
+    """``runs/<name>-<YYYYmmdd-HHMMSS>``, with a numeric suffix if that folder already exists; ``name`` is cut to
+    200 bytes, so that a long config file name still gives a folder name the file system takes (255 bytes)."""
+    name = name[:200]
+    while len(os.fsencode(name)) > 200:  # whole characters, however many bytes each takes
+        name = name[:-1]
     stem = f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     candidate, n = stem, 1
     while Path(candidate).exists():
@@ -417,7 +563,7 @@ def resolve_config(raw: Mapping[str, Any], name: str = "run") -> dict[str, Any]:
     for key, value in raw.items():
         if key not in keys:
             if algo == "maml" and key in MAML_FIXED:
-                raise ConfigError(f"{key}={value!r} is not allowed with algo 'maml' (MAML's α is one fixed "
+                raise ConfigError(f"{key}={short_repr(value)} is not allowed with algo 'maml' (MAML's α is one fixed "
                                   "scalar); remove it, or use algo 'metasgd'")
             raise _unknown_key(str(key), value, keys)
     if raw.get("iterations") is None:
@@ -428,18 +574,31 @@ def resolve_config(raw: Mapping[str, Any], name: str = "run") -> dict[str, Any]:
         config[key] = validate(key, value)
     config["policy_kwargs"] = _resolve_policy_kwargs(config["policy_kwargs"])
     config["outer_kwargs"] = _resolve_outer_kwargs(config["outer"], config["outer_kwargs"])
+    check_config_limits({"family_kwargs": config["family_kwargs"]})  # the horizon, before a family is built with it
     family = _resolve_family(config["family"], config["family_kwargs"])
     # the arguments a later default could change are written down (e.g. the locomotion families' simulator)
     config["family_kwargs"] = {**{k: family.make_kwargs[k] for k in family.legacy_kwargs if k in family.make_kwargs},
                                **config["family_kwargs"]}
     if config["run_dir"] is None:
         config["run_dir"] = default_run_dir(name)
-    check_config_memory(config, family)
+    check_config_memory(config, family)  # first: what cannot fit is told so, with the memory it needs
+    check_config_limits(config, family)
     try:
         build_model(config)  # whatever the model still refuses; builds in memory only
     except (ValueError, TypeError) as err:
         raise ConfigError(f"invalid configuration: {err}") from err
     return config
+
+
+def check_config_limits(config: Mapping[str, Any], family: Any = None) -> None:
+    """Refuse (:class:`ConfigError`) a config that asks for more work than the hard limits of
+    :mod:`metasgd_rl.limits` allow (a horizon of 1e9 steps would run for days, yet fit in memory)."""
+    from metasgd_rl.limits import WorkLimitError, check_work_limits
+
+    try:
+        check_work_limits(config, family)
+    except WorkLimitError as err:
+        raise ConfigError(str(err)) from err
 
 
 def check_config_memory(config: Mapping[str, Any], family: Any = None) -> None:
@@ -477,13 +636,16 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     key, sep, text = item.partition("=")
     path = key.strip().split(".")
     if not sep or not all(path):
-        raise ConfigError(f"--set {item!r} is not allowed; use KEY=VALUE, e.g. --set gamma=0.95 or "
+        raise ConfigError(f"--set {short_repr(item)} is not allowed; use KEY=VALUE, e.g. --set gamma=0.95 or "
                           "--set outer_kwargs.max_kl=0.02")
     try:
         value = yaml_load(text) if text.strip() else None
+    except YamlLimitError as err:
+        raise ConfigError(f"--set {short_text(key)}={short_repr(text)} is not allowed: {err}") from err
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"--set {key}={text!r} is not allowed: the value is not valid YAML ({problem})") from err
+        raise ConfigError(f"--set {short_text(key)}={short_repr(text)} is not allowed: the value is not valid YAML "
+                          f"({problem})") from err
     return path, value
 
 
@@ -499,22 +661,41 @@ def apply_overrides(raw: Mapping[str, Any], sets: Iterable[str]) -> dict[str, An
                 child = node[part] = {}
             if not isinstance(child, dict):
                 prefix = ".".join(path[: i + 1])
-                raise ConfigError(f"--set {item!r}: {prefix}={child!r} is not a mapping, so it has no key "
-                                  f"{path[i + 1]!r}")
+                raise ConfigError(f"--set {short_repr(item)}: {prefix}={short_repr(child)} is not a mapping, so it "
+                                  f"has no key {short_repr(path[i + 1])}")
             node = child
         node[path[-1]] = value
     return out
 
 
-def read_yaml_file(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML file (empty file: ``{}``)."""
-    path = Path(path)
+def _read_config_text(path: Path) -> str:
+    """The text of a config file, read no further than :data:`MAX_CONFIG_BYTES` (a config that is really a disk
+    image or a device is not read whole); :class:`ConfigError` if it cannot be read or is not UTF-8 text."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"config file {str(path)!r} cannot be read ({err.strerror or err})") from err
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {str(path)!r} is not allowed: it is larger than {MAX_CONFIG_BYTES >> 20} MiB; "
+                          "a config is a few kB of YAML text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {str(path)!r} is not allowed: it is not UTF-8 text (byte {err.start} is "
+                          f"0x{data[err.start]:02x}), so it is no config: a config is YAML text, like "
+                          "configs/navigation2d-metasgd.yaml") from err
+
+
+def read_yaml_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file (empty file: ``{}``). A file that is not UTF-8 text (a PNG, a checkpoint), is
+    larger than :data:`MAX_CONFIG_BYTES` or expands too far (:func:`check_node_graph`) is a :class:`ConfigError`."""
+    path = Path(path)
+    text = _read_config_text(path)
     try:
         data = yaml_load(text)
+    except YamlLimitError as err:
+        raise ConfigError(f"config file {str(path)!r} is not allowed: {err}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {' '.join(str(err).split())}") from err
     if data is None:

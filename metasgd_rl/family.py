@@ -37,6 +37,48 @@ class ObservationShapeError(TaskFamilyError):
                          f"space has shape {self.expected}")
 
 
+class SubEnvError(TaskFamilyError):
+    """Sub-env ``sub_env`` of an :class:`EpisodeVectorEnv` raised in ``stage`` ("reset" or "step"), or returned
+    what gymnasium's API does not allow: ``problem`` says which ("raised", "returned a 4-tuple ..."), ``detail``
+    what it raised, ``advice`` what to do. The sampler adds the family and the task."""
+
+    def __init__(self, sub_env: int, stage: str, problem: str, advice: str, detail: str = ""):
+        self.sub_env, self.stage, self.problem, self.advice, self.detail = sub_env, stage, problem, advice, detail
+        super().__init__(f"sub-env {sub_env} {problem} in {stage}{': ' + detail if detail else ''}; {advice}")
+
+
+#: what to do about an env that breaks gymnasium's API
+API_ADVICE = ("gymnasium envs return (observation, info) from reset and (observation, reward, terminated, "
+              "truncated, info) from step, with a scalar reward")
+#: what to do about an env that raised
+RAISED_ADVICE = "fix the env (msr.check_task_family(family) runs the family's envs on their own)"
+
+
+def reset_problem(out: Any) -> str | None:
+    """Why ``out``, returned by an env's ``reset``, is not gymnasium's ``(observation, info)``; None if it is."""
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict):
+        return None
+    if isinstance(out, tuple) and len(out) == 2:
+        return f"returned an info of type {_type_name(out[1])}, not a dict,"
+    if isinstance(out, tuple):
+        return f"returned a {len(out)}-tuple, not (observation, info),"
+    return f"returned a {_type_name(out)}, not (observation, info) (the old gym API's observation alone),"
+
+
+def step_problem(out: Any, batch: int | None = None) -> str | None:
+    """Why ``out``, returned by an env's ``step``, is not gymnasium's 5-tuple with a scalar reward (``batch``: a
+    vector env's, with ``batch`` rewards); None if it is. Only what no caller can use is reported (so that a result
+    that was used is never blamed for a later error)."""
+    if not isinstance(out, tuple) or len(out) != 5:
+        if isinstance(out, tuple) and len(out) == 4:
+            return "returned a 4-tuple (the old gym API's observation, reward, done, info)"
+        return f"returned a {len(out)}-tuple" if isinstance(out, tuple) else f"returned a {_type_name(out)}"
+    expected = () if batch is None else (batch,)
+    if np.shape(out[1]) != expected:
+        return f"returned a reward of shape {np.shape(out[1])}, not {expected},"
+    return None
+
+
 def family_label(family: Any) -> str:
     """``"task family 'Name-v0'"`` (or the class name of an unregistered family), for messages."""
     family_id = getattr(family, "id", None)
@@ -128,8 +170,18 @@ def not_json_message(source: str, index: int, problem: str) -> str:
 def sample_checked_tasks(family: TaskFamily, n: int, rng: np.random.Generator | int | np.random.SeedSequence,
                  split: str = "train") -> list[Task]:
     """``family.sample_tasks(n, rng, split)``, refused with a :class:`TaskFamilyError` unless it is a list of ``n``
-    plain JSON-able dicts (see :func:`checked_tasks`). Training and evaluation sample through this."""
-    return checked_tasks(family, family.sample_tasks(n, rng, split=split), f"sample_tasks(split={split!r})", n)
+    plain JSON-able dicts (see :func:`checked_tasks`). Training and evaluation sample through this. An exception
+    ``sample_tasks`` raises becomes a :class:`TaskFamilyError` naming the family, with the original chained."""
+    source = f"sample_tasks(split={split!r})"
+    try:
+        tasks = family.sample_tasks(n, rng, split=split)
+    except (TaskFamilyError, MemoryError):
+        raise
+    except Exception as err:
+        raise TaskFamilyError(f"{family_label(family)}: sample_tasks({n}, rng, split={split!r}) raised "
+                              f"{one_line(err)}; fix the family's sample_tasks (msr.check_task_family(family) tests it)"
+                              ) from err
+    return checked_tasks(family, tasks, source, n)
 
 
 def make_task_env(family: TaskFamily, task: Task, where: str = "") -> gym.Env:
@@ -258,6 +310,25 @@ def _single_episode_env(family: TaskFamily, task: Task, where: str) -> gym.Env:
     return SingleEpisode(make_task_env(family, task, where))
 
 
+#: no sub-env has returned yet
+_NOTHING = object()
+
+
+def _reset_sub_env(env: gym.Env, i: int, seed: int | None, options: dict | None) -> tuple[Any, dict]:
+    """``env.reset(seed=seed, options=options)`` of sub-env ``i``, or a :class:`SubEnvError` if it raised or did
+    not return gymnasium's ``(observation, info)``."""
+    try:
+        out = env.reset(seed=seed, options=options)
+    except (TaskFamilyError, MemoryError):
+        raise
+    except Exception as err:
+        raise SubEnvError(i, "reset", "raised", RAISED_ADVICE, one_line(err)) from err
+    problem = reset_problem(out)
+    if problem:
+        raise SubEnvError(i, "reset", problem, API_ADVICE)
+    return out
+
+
 class EpisodeVectorEnv(VectorEnv):
     """Synchronous vector env that runs exactly one episode per sub-env between resets.
 
@@ -309,7 +380,7 @@ class EpisodeVectorEnv(VectorEnv):
                 raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} sub-envs")
         infos: dict[str, Any] = {}
         for i, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):
-            self._env_obs[i], info = env.reset(seed=s, options=options)
+            self._env_obs[i], info = _reset_sub_env(env, i, s, options)
             infos = self._add_info(infos, info, i)
         self._terminated[:] = False
         self._truncated[:] = False
@@ -321,18 +392,29 @@ class EpisodeVectorEnv(VectorEnv):
         infos: dict[str, Any] = {}
         running = np.flatnonzero(~(self._terminated | self._truncated))
         actions = list(iterate(self.action_space, actions))  # not actions[i]: Dict/Tuple spaces batch by key
-        for i in running:
-            obs, reward, terminated, truncated, info = self.envs[i].step(actions[i])
-            self._env_obs[i] = obs
-            rewards[i] = reward
-            self._terminated[i] = terminated
-            self._truncated[i] = truncated
-            if self.keep_infos is True:
-                infos = self._add_info(infos, info, i)
-            elif self.keep_infos:
-                kept = {key: info[key] for key in self.keep_infos if key in info}
-                if kept:
-                    infos = self._add_info(infos, kept, i)
+        i, out = -1, _NOTHING
+        try:  # around the loop, not in it: a sub-env that raises or breaks the API costs nothing until it does
+            for i in running:
+                out = self.envs[i].step(actions[i])
+                obs, reward, terminated, truncated, info = out
+                self._env_obs[i] = obs
+                rewards[i] = reward
+                self._terminated[i] = terminated
+                self._truncated[i] = truncated
+                if self.keep_infos is True:
+                    infos = self._add_info(infos, info, i)
+                elif self.keep_infos:
+                    kept = {key: info[key] for key in self.keep_infos if key in info}
+                    if kept:
+                        infos = self._add_info(infos, kept, i)
+        except (TaskFamilyError, MemoryError):
+            raise
+        except Exception as err:
+            # only what sub-env i returned can be unusable (an earlier sub-env's result was used)
+            problem = None if out is _NOTHING else step_problem(out)
+            if problem:
+                raise SubEnvError(int(i), "step", problem, API_ADVICE) from err
+            raise SubEnvError(int(i), "step", "raised", RAISED_ADVICE, one_line(err)) from err
         self._concatenate()
         return np.copy(self._obs), rewards, self._terminated.copy(), self._truncated.copy(), infos
 

@@ -60,6 +60,50 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+#: the longest file name and path Linux file systems take, in bytes (ENAMETOOLONG beyond)
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def path_length_problem(path: str | os.PathLike) -> str | None:
+    """Why the file system would refuse ``path`` as too long (a name over :data:`NAME_MAX` bytes, or a path over
+    :data:`PATH_MAX`), or None. Checked by length alone: a missing parent would otherwise hide it until the write."""
+    for part in Path(path).parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            shown = part if len(part) <= 40 else f"{part[:20]}...{part[-17:]}"
+            return f"the name {shown!r} in it is {size} bytes long, and file systems take at most {NAME_MAX}"
+    size = len(os.fsencode(os.path.abspath(path)))
+    if size >= PATH_MAX:
+        return f"it is {size} bytes long as an absolute path, and file systems take less than {PATH_MAX}"
+    return None
+
+
+def unwritable_reason(path: str | os.PathLike, directory: bool) -> str | None:
+    """Why ``path`` cannot be written (``directory``: created if needed and filled with files; else a file written
+    atomically, through a temporary file beside it), or None if it can as far as the file system says without writing
+    anything: a name too long, a file where a directory is needed or the other way round, no write permission or a
+    read-only file system on the nearest existing folder."""
+    path = Path(path)
+    problem = path_length_problem(path)
+    if problem is not None:
+        return problem
+    try:
+        if path.exists() and directory != path.is_dir():
+            return "it is a file; use a directory" if directory else "it is a directory; use a file path"
+        existing = path.absolute() if path.exists() and directory else path.absolute().parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            return f"{str(existing)!r} is a file, not a directory"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            where = "it" if existing == path.absolute() else f"{str(existing)!r}"
+            return f"{where} is not writable (permission denied or a read-only file system)"
+    except OSError as err:
+        return f"it cannot be used ({err.strerror or err})"
+    return None
+
+
 def fsync_path(path: str | os.PathLike) -> None:
     """Push a file's (or a folder's entries') written data to disk; a missing path is left alone."""
     try:

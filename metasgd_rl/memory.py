@@ -9,14 +9,20 @@ counts only what the algorithm cannot do without, in float32 (4 bytes a number):
     vectors): ``4 × 4 × (P + A)`` bytes, P the policy's parameter count, A α's (``alpha_granularity="element"``:
     P, per inner step with ``alpha_per_step``; ``"tensor"``/``"scalar"``: a few; an α not learned counts once).
 ``adapted``
-    each inner step's gradient and adapted parameters θ'_t of every task: ``4 × 2 × K × T × P``.
+    each inner step's gradient and adapted parameters θ'_t of every task: ``4 × 2 × K × T × P``. In second order
+    (``first_order: false``) the meta-gradient also differentiates through the inner steps, which keeps two more
+    copies per task (the gradient w.r.t. θ'_t and the Hessian-vector product it flows back through), for the C
+    tasks differentiated at once: ``4 × (2 × K × T + 2 × C) × P``. (Measured on Navigation2D with 4M parameters:
+    about 5 copies per task in first order and 8 in second, so both stay lower bounds.)
 ``rollouts``
     the episodes of one meta-iteration, kept for the meta-objective: ``inner_steps + 1`` batches (the
     pre-update ones and the post-update one) of ``H × T × E`` steps, each step holding its observation, its
     action and 4 scalars (reward, mask, log-probability, advantage): ``4 × (K+1) × H × T × E × (obs + act + 4)``.
 ``activations``
     one forward pass of the policy over one batch, to differentiate it: ``4 × H × C × E × Σ hidden_sizes``,
-    C = ``task_chunk_size`` (or T).
+    C = ``task_chunk_size`` (or T). In second order each of the K pre-update batches' forward activations and their
+    gradients stay in the graph too: ``× (1 + 2K)``. (Measured: about 3 batches' worth in first order, 6.5 in
+    second with K = 1.)
 ``evaluation``
     the held-out evaluation every ``eval_every`` iterations (0: none): ``eval_tasks`` tasks' adapted
     parameters and their ``inner_steps + 1`` batches, as above.
@@ -36,6 +42,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from metasgd_rl.quote import short_repr
 
 FLOAT_BYTES = 4
 #: the scalars a rollout step holds besides its observation and action: reward, mask, log-probability, advantage
@@ -158,11 +166,12 @@ def estimate_memory(config: Mapping[str, Any], family: Any = None) -> MemoryEsti
         return FLOAT_BYTES * (steps + 1) * horizon * n_tasks * episodes * step_numbers
 
     eval_tasks = int(config.get("eval_tasks", 0)) if int(config.get("eval_every", 0) or 0) > 0 else 0
+    second_order = not bool(config.get("first_order", False))
     parts = {
         "parameters": FLOAT_BYTES * (4 * p + (4 if learned else 1) * a),
-        "adapted": FLOAT_BYTES * 2 * steps * tasks * p,
+        "adapted": FLOAT_BYTES * (2 * steps * tasks + (2 * chunk if second_order else 0)) * p,
         "rollouts": batches(tasks),
-        "activations": FLOAT_BYTES * horizon * chunk * episodes * hidden,
+        "activations": FLOAT_BYTES * horizon * chunk * episodes * hidden * (1 + 2 * steps if second_order else 1),
         "evaluation": FLOAT_BYTES * eval_tasks * p + batches(eval_tasks),
     }
     training = parts["adapted"] + parts["rollouts"] + parts["activations"]
@@ -182,7 +191,7 @@ def check_memory(config: Mapping[str, Any], family: Any = None, available: int |
     if available is not None and estimate.total > available:
         keys = _culprits(config, estimate)
         raise MemoryCheckError(
-            f"{', '.join(f'{k}={_lookup(config, k)!r}' for k in keys)} need{'s' * (len(keys) == 1)} at least "
+            f"{', '.join(f'{k}={short_repr(_lookup(config, k))}' for k in keys)} need{'s' * (len(keys) == 1)} at least "
             f"{format_bytes(estimate.total)} "
             f"of memory ({estimate.describe()}) but {format_bytes(available)} is available; lower "
             f"{' or '.join(keys)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import pickle
@@ -133,6 +134,10 @@ class AdaptedPolicy:
 _CHECKPOINT_KEYS = ("class", "config", "iteration", "meta_loss_calls", "policy", "step_sizes", "outer")
 
 
+#: what :meth:`MetaSGD.load` samples with unless the caller says otherwise: never an address from the file
+LOCAL_SAMPLING: dict[str, Any] = {"sampler": "local", "ray_address": None, "ray_workers": None}
+
+
 class CheckpointError(ValueError):
     """A file that is not a loadable metasgd-rl checkpoint; the message names the file and what is wrong."""
 
@@ -154,9 +159,115 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path} is not a metasgd-rl checkpoint: {what}") from None
 
 
+#: the checkpoint entry holding :func:`checkpoint_digest` (files from before it existed have none and still load)
+DIGEST_KEY = "digest"
+#: the tensor-holding entries of a checkpoint, as messages name them
+_STATE_PARTS = {"policy": "θ (the policy)", "step_sizes": "α (the step sizes)",
+                "outer": "the outer optimiser's state", "alpha_optimizer": "α's optimiser's state"}
+
+
+def checkpoint_digest(state: Mapping[str, Any]) -> str:
+    """``"sha256:<hex>"`` over everything in a checkpoint's ``state`` but its digest: every tensor's dtype, shape and
+    bytes and every plain value (the JSON config, the iteration, the optimisers' settings), mapping keys sorted.
+
+    Stored with each checkpoint (:meth:`MetaSGD.state_dict`), it exposes bits changed on disk or in a copy, which
+    torch's reader does not notice: a flipped sign or exponent bit loads as another weight.
+    """
+    digest = hashlib.sha256()
+    _hash_value(digest, {k: v for k, v in state.items() if k != DIGEST_KEY})
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _hash_token(digest: Any, tag: bytes, data: bytes) -> None:
+    """One item for :func:`checkpoint_digest`: tag and length first, so that no two states hash the same bytes."""
+    digest.update(tag + len(data).to_bytes(8, "little") + data)
+
+
+def _hash_value(digest: Any, value: Any) -> None:
+    """Feed ``value`` (nested mappings, sequences, tensors, plain values) to ``digest`` in a deterministic order."""
+    if isinstance(value, torch.Tensor):
+        _hash_token(digest, b"T", f"{value.dtype}{list(value.shape)}".encode())
+        data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        _hash_token(digest, b"B", data.numpy().tobytes())
+    elif isinstance(value, Mapping):
+        _hash_token(digest, b"D", str(len(value)).encode())
+        for key in sorted(value, key=lambda k: (type(k).__name__, str(k))):
+            _hash_value(digest, key)
+            _hash_value(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        _hash_token(digest, b"L", str(len(value)).encode())
+        for item in value:
+            _hash_value(digest, item)
+    else:
+        _hash_token(digest, b"V", f"{type(value).__name__}:{value!r}".encode())
+
+
+def _first_nonfinite(value: Any, name: str = "") -> str | None:
+    """The dotted name (under ``name``) of the first tensor or float in ``value`` holding a NaN or inf, or None."""
+    if isinstance(value, torch.Tensor):
+        floating = value.is_floating_point() or value.is_complex()
+        return name if floating and not bool(torch.isfinite(value).all()) else None
+    if isinstance(value, float):
+        return None if np.isfinite(value) else name
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, (list, tuple)) \
+        else ()
+    for key, item in items:
+        found = _first_nonfinite(item, f"{name}.{key}" if name else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def checked_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The state and the saved config of the metasgd-rl checkpoint at ``path``, checked as far as no task family is
+    needed: its format and entries, a JSON config, and no NaN or inf in any tensor (θ, α and the optimisers' states:
+    a NaN in Adam's moments would train θ to NaN). A :class:`CheckpointError` says what is wrong; the digest is
+    checked by :func:`verify_digest`."""
+    state = read_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a metasgd-rl checkpoint (format {CHECKPOINT_FORMAT})")
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a complete metasgd-rl checkpoint: it has no {', '.join(missing)}")
+    try:
+        saved_config = json.loads(state["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a loadable metasgd-rl checkpoint: its config is not JSON "
+                              f"({' '.join(str(err).split())})") from None
+    if not isinstance(saved_config, dict):
+        raise CheckpointError(f"{path} is not a loadable metasgd-rl checkpoint: its config is a "
+                              f"{type(saved_config).__name__}, not a mapping")
+    for part, label in _STATE_PARTS.items():
+        bad = _first_nonfinite(state.get(part, {}))
+        if bad is not None:
+            raise CheckpointError(f"{path} holds non-finite values (NaN or inf) in {bad} of {label}: a model with "
+                                  "them would evaluate and train to nan, so it is not loaded")
+    return state, saved_config
+
+
+def verify_digest(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
+    """Refuse (:class:`CheckpointError`) a checkpoint whose contents do not match the digest stored with them; one
+    from before digests (no ``digest`` entry) passes."""
+    stored = state.get(DIGEST_KEY)
+    if stored is not None and stored != checkpoint_digest(state):
+        raise CheckpointError(f"{path} is damaged: its contents do not match the sha256 digest stored with them "
+                              "(bytes changed on disk or in a copy), so it is not loaded")
+
+
 class EnvImportError(CheckpointError):
     """A checkpoint whose family would import a Python module the file names (a module-qualified gymnasium
     ``env_id``), refused unless the caller allows it (``allow_env_imports=True``)."""
+
+
+def _check_work_limits(path: str | os.PathLike, config: Mapping[str, Any], family: TaskFamily | None = None) -> None:
+    """Refuse (:class:`CheckpointError`) a checkpoint whose config asks for more work than
+    :mod:`metasgd_rl.limits` allows (a 1e9-step horizon would make an evaluation run for days)."""
+    from metasgd_rl.limits import WorkLimitError, check_work_limits
+
+    try:
+        check_work_limits(config, family)
+    except WorkLimitError as err:
+        raise CheckpointError(f"{path} asks for too much work, so it is not loaded: {err}") from None
 
 
 def _check_state_shapes(path: str | os.PathLike, state: Mapping[str, Any], family: TaskFamily,
@@ -574,8 +685,9 @@ class MetaSGD:
 
     # -- saving ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Tensors and plain values only (loadable with ``torch.load(..., weights_only=True)``)."""
-        return {
+        """Tensors and plain values only (loadable with ``torch.load(..., weights_only=True)``), with their
+        :func:`checkpoint_digest` (``"digest"``), which :meth:`load` verifies."""
+        state = {
             "format": CHECKPOINT_FORMAT,
             "class": type(self).__name__,
             "config": json.dumps(self.config),
@@ -586,6 +698,8 @@ class MetaSGD:
             "outer": self.outer_optimizer.state_dict(),
             **({"alpha_optimizer": self.alpha_optim.state_dict()} if self.alpha_optim is not None else {}),
         }
+        state[DIGEST_KEY] = checkpoint_digest(state)
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
@@ -613,27 +727,17 @@ class MetaSGD:
         ``family`` supplies the family of a model saved with an unregistered one; ``overrides`` replace
         config entries that do not change the parameters' shapes (e.g. ``device``, ``outer_kwargs``).
 
+        The loaded model samples locally whatever sampler the file was trained with: a file never chooses a
+        network address. Pass ``sampler="ray"`` (and ``ray_address``, ``ray_workers``) to roll out on Ray.
+
         ``allow_env_imports``: a checkpoint whose ``family_kwargs`` give a module-qualified gymnasium id
         (``env_id="some.module:Env-v0"``, which ``gymnasium.make`` imports) is refused with an
         :class:`EnvImportError`, since loading it would run code the file chooses; pass ``True`` (CLI:
         ``--allow-env-imports``) only for a file you trust. The θ and α tensors are checked against the shapes
         the checkpoint's config implies before the model is built (:class:`CheckpointError` on a mismatch).
         """
-        state = read_checkpoint(path)
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path} is not a metasgd-rl checkpoint (format {CHECKPOINT_FORMAT})")
-        missing = [key for key in _CHECKPOINT_KEYS if key not in state]
-        if missing:
-            raise CheckpointError(f"{path} is not a complete metasgd-rl checkpoint: it has no {', '.join(missing)}")
-        try:
-            saved_config = json.loads(state["config"])
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{path} is not a loadable metasgd-rl checkpoint: its config is not JSON "
-                                  f"({' '.join(str(err).split())})") from None
-        if not isinstance(saved_config, dict):
-            raise CheckpointError(f"{path} is not a loadable metasgd-rl checkpoint: its config is a "
-                                  f"{type(saved_config).__name__}, not a mapping")
-        config = {**with_legacy_defaults(saved_config), **overrides}
+        state, saved_config = checked_checkpoint(path)
+        config = {**with_legacy_defaults(saved_config), **LOCAL_SAMPLING, **overrides}
         saved_class = {"MetaSGD": MetaSGD, "MAML": MAML}.get(state["class"], cls)
         if family is not None:
             config["family"] = family
@@ -649,17 +753,15 @@ class MetaSGD:
         if saved_class is MAML:
             for key in MAML.FIXED:
                 config.pop(key, None)
+        _check_work_limits(path, config)  # before the family is built with the horizon the file asks for
         if isinstance(config["family"], str):  # built once, here: its spaces give the tensors' shapes
             config["family"] = make_task_family(config["family"], **dict(config.pop("family_kwargs", None) or {}))
+            _check_work_limits(path, {}, config["family"])
         if isinstance(config["family"], TaskFamily):
             _check_state_shapes(path, state, config["family"], config, MAML.FIXED if saved_class is MAML else {})
+        verify_digest(path, state)  # last: a hand-edited file gets the more specific messages above
         model = saved_class(**config)
         model.load_state_dict(state)
-        bad = [name for name, tensor in (*model.policy.named_parameters(), *model.step_sizes.named_parameters())
-               if not bool(torch.isfinite(tensor).all())]
-        if bad:
-            raise CheckpointError(f"{path} holds non-finite values (NaN or inf) in {', '.join(bad)}: a model with "
-                                  "them would evaluate and train to nan, so it is not loaded")
         return model
 
     # -- adaptation ------------------------------------------------------------------------------

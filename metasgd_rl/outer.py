@@ -31,6 +31,16 @@ from metasgd_rl.sampler import EpisodeBatch
 FVP_MODES = ("gauss-newton", "exact")
 
 
+def flat_vector(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The tensors' elements concatenated into one vector.
+
+    Unlike ``parameters_to_vector`` (which uses ``.view``) it accepts non-contiguous tensors: autograd returns
+    gradients strided like the graph that made them, e.g. a transposed weight's gradient when a task axis of
+    size 1 (``meta_batch_size=1``) needs no reduction.
+    """
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
 def _finite(*tensors: torch.Tensor) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
@@ -282,7 +292,7 @@ class TRPOOuter(OuterOptimizer):
             jv = jacobian.jvp(self._split(v))
             f_jv = torch.autograd.grad(kl_grads, [point[n] for n in names], grad_outputs=[jv[n] for n in names],
                                        retain_graph=True)
-            return parameters_to_vector(jacobian.vjp(dict(zip(names, f_jv, strict=True)))) + self.cfg["cg_damping"] * v
+            return flat_vector(jacobian.vjp(dict(zip(names, f_jv, strict=True)))) + self.cfg["cg_damping"] * v
 
         return fvp
 
@@ -293,12 +303,12 @@ class TRPOOuter(OuterOptimizer):
                                        create_graph=not model.first_order)
         kl = mean_kl(model, old, adaptation.params, states)
         grads = torch.autograd.grad(kl, self.params, create_graph=True, allow_unused=True, materialize_grads=True)
-        flat = parameters_to_vector(grads)
+        flat = flat_vector(grads)
 
         def fvp(v: torch.Tensor) -> torch.Tensor:
             hv = torch.autograd.grad(flat @ v, self.params, retain_graph=True, allow_unused=True,
                                      materialize_grads=True)
-            return parameters_to_vector(hv) + self.cfg["cg_damping"] * v
+            return flat_vector(hv) + self.cfg["cg_damping"] * v
 
         return fvp
 
@@ -317,7 +327,7 @@ class TRPOOuter(OuterOptimizer):
     # -- the step -----------------------------------------------------------------------------------------
     def step(self, model: MetaLearner, batch: MetaBatch) -> dict[str, float]:
         start = time.perf_counter()
-        g = parameters_to_vector(model.meta_gradient(batch)).detach()
+        g = flat_vector(model.meta_gradient(batch)).detach()
         times = {"time/meta_gradient": time.perf_counter() - start}
         if not _finite(batch.loss, g):
             return {"rejected": 1.0, **times}

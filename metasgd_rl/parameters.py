@@ -222,6 +222,13 @@ def resolve_path(env: gym.Env, path: str, env_name: str = "the environment") -> 
     parts = path.split(".")
     if not path or not all(parts):
         raise ParameterPathError(f"parameter path {path!r} is not a dotted attribute name")
+    private = next((part for part in parts if part.startswith("_")), None)
+    if private is not None:  # through __class__, __dict__, __globals__ a task would rewrite Python's own objects
+        raise ParameterPathError(
+            f"{env_name}: parameter path {path!r} is not allowed: {private!r} starts with '_', and private attributes "
+            "and Python internals cannot vary between tasks; name public attributes only (a wrapper or subclass can "
+            "expose a private value as a public property)"
+        )
     chain = _chain(env)
     owner = next((obj for obj in chain if _has(obj, parts[0])), None)
     if owner is None:

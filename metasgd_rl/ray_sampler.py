@@ -17,8 +17,11 @@ Ray is an optional dependency: ``pip install "metasgd-rl[distributed]"``.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -120,7 +123,8 @@ class RaySampler:
     # -- actors ------------------------------------------------------------------------------------
     def _init_ray(self) -> None:
         if not self.ray.is_initialized():
-            self.ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            with keep_signal_handlers():
+                self.ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
 
     def _wanted_workers(self) -> int:
         if self.num_workers is not None:
@@ -231,6 +235,26 @@ class RaySampler:
                     f"the Ray rollout actor for tasks {first}..{last - 1} died and was restarted "
                     f"max_restarts={self.max_restarts} times without finishing: {err}") from err
         return results
+
+
+@contextlib.contextmanager
+def keep_signal_handlers() -> Iterator[None]:
+    """Keep the Python handlers of SIGTERM and SIGINT that the caller installed across ``ray.init``.
+
+    ``ray.init`` replaces SIGTERM's handler by one that calls ``sys.exit`` wherever the driver happens to be: a
+    training that was to stop after its iteration with a checkpoint (:class:`~metasgd_rl.run.Run`) would instead
+    abort mid-rollout. A handler the caller set (a Python callable) is put back; the defaults are left to Ray.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if callable(handler) and handler is not signal.default_int_handler:
+                signal.signal(sig, handler)
 
 
 def startup_timeout_message(waiting: int, new: int, num_cpus: float, startup_timeout: float, total_cpus: float,

@@ -37,7 +37,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,7 @@ from metasgd_rl.evaluation import (
     evaluation_tasks,
     seed_from_json,
 )
-from metasgd_rl.io import atomic_write_bytes, atomic_write_text
+from metasgd_rl.io import atomic_write_bytes, atomic_write_text, unwritable_reason
 from metasgd_rl.probe import alpha_probe, hidden_layer_names
 from metasgd_rl.step_sizes import alpha_key
 
@@ -297,23 +297,72 @@ def plot_adaptation_curves(results: Mapping[str, AdaptationResult], path: str | 
 # -- learning curves ------------------------------------------------------------------------------------------
 
 
+#: the longest line read from a ``metrics.csv`` (a row is a few kB); a longer one is damage, and is not read whole
+MAX_METRICS_LINE = 8 * 2**20
+
+
+def _metrics_lines(path: Path) -> Iterator[str]:
+    """The lines of a ``metrics.csv``, each read no further than :data:`MAX_METRICS_LINE` bytes;
+    :class:`ComparisonError` for a file that is a directory, cannot be read, is not UTF-8 or has a longer line
+    (``FileNotFoundError`` for a missing one, as the caller notes it)."""
+    damaged = f"{path} cannot be read for the learning curves"
+    advice = "repair it or move it aside, and run the command again"
+    if path.is_dir():
+        raise ComparisonError(f"{damaged}: it is a directory, not a file; {advice}")
+    try:
+        with open(path, "rb") as f:
+            number = 0
+            while line := f.readline(MAX_METRICS_LINE + 1):
+                number += 1
+                if len(line) > MAX_METRICS_LINE:
+                    raise ComparisonError(f"{damaged}: line {number} is over {MAX_METRICS_LINE >> 20} MiB long; "
+                                          f"{advice}")
+                try:
+                    yield line.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ComparisonError(f"{damaged}: line {number} is not UTF-8 text; {advice}") from None
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise ComparisonError(f"{damaged} ({err.strerror or err}); {advice}") from err
+
+
 def read_metrics(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-    """``metrics.csv`` of a run directory (or the file itself) as float columns; empty cells are NaN."""
+    """``metrics.csv`` of a run directory (or the file itself) as float columns; empty cells and cells that are not
+    numbers are NaN. A missing file is a ``FileNotFoundError``; one that is there but cannot be read as CSV text (a
+    directory, binary, a line of megabytes) a :class:`ComparisonError` naming it."""
     path = Path(run_dir)
     if path.is_dir():
         path = path / "metrics.csv"
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        rows = list(csv.DictReader(_metrics_lines(path)))
+    except csv.Error as err:
+        raise ComparisonError(f"{path} cannot be read for the learning curves: it is not valid CSV ({err}); repair it "
+                              "or move it aside, and run the command again") from err
     columns: dict[str, np.ndarray] = {}
     for key in (rows[0].keys() if rows else []):
+        if key is None:  # the cells of a row longer than the header
+            continue
         values = []
         for row in rows:
             try:
                 values.append(float(row.get(key) or "nan"))
-            except ValueError:
+            except (TypeError, ValueError):
                 values.append(math.nan)
         columns[key] = np.array(values, dtype=np.float64)
     return columns
+
+
+def check_metrics(run_dir: str | os.PathLike) -> None:
+    """Refuse (:class:`ComparisonError`) a run directory whose ``metrics.csv`` is there but cannot be read
+    (:func:`read_metrics`): called before evaluating, so that a report is not refused after the work. A missing file
+    passes (the report notes it)."""
+    if not Path(run_dir).is_dir():
+        return
+    try:
+        read_metrics(run_dir)
+    except FileNotFoundError:
+        pass
 
 
 def _has(columns: Mapping[str, np.ndarray], key: str) -> bool:
@@ -556,10 +605,13 @@ def load_results(path: str | os.PathLike) -> dict[str, AdaptationResult]:
 
 
 def _check_out_dir(out_dir: str | os.PathLike) -> Path:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ComparisonError(f"--out {os.fspath(out_dir)!r} is not allowed: it is a file; use a directory")
-    return out
+    """``out_dir`` as a path, or a :class:`ComparisonError` if it cannot be created or written
+    (:func:`~metasgd_rl.io.unwritable_reason`)."""
+    reason = unwritable_reason(out_dir, directory=True)
+    if reason is not None:
+        advice = "" if reason.startswith("it is a ") else "; use a directory in a writable place"
+        raise ComparisonError(f"--out {os.fspath(out_dir)!r} is not allowed: {reason}{advice}")
+    return Path(out_dir)
 
 
 def write_report(
@@ -704,6 +756,8 @@ def compare(
     runs' results. Returns the report's path and all results.
     """
     _check_out_dir(out_dir)
+    for run_dir in run_dirs:  # a damaged metrics.csv is refused before the evaluation, not after it
+        check_metrics(run_dir)
     results, runs, models = evaluate_runs(run_dirs, n_tasks=n_tasks, steps=steps, episodes=episodes, seed=seed,
                                           allow_env_imports=allow_env_imports)
     for name, result in (extra_results or {}).items():

@@ -7,14 +7,17 @@ Layout of a run directory::
     tasks.jsonl        the tasks of every iteration, one JSON line per iteration
     events.out.tfevents.*   the same scalars for TensorBoard (``tensorboard --logdir runs``)
     checkpoint.pt      θ, α, the outer optimiser's state and the iteration, every ``checkpoint_every``
-                       iterations and at the end (tensors + JSON: ``torch.load(..., weights_only=True)``)
+                       iterations and at the end (tensors + JSON: ``torch.load(..., weights_only=True)``), with a
+                       sha256 digest of all of it that loading verifies
     final.pt           the same, written once ``iterations`` are done
 
 Every file except the two append-only logs is written atomically (temporary file + rename), so a SIGKILL at
 any moment leaves the previous checkpoint intact and loses at most the iterations since it. Each
 iteration's randomness derives only from (seed, iteration), so :meth:`Run.resume` — which truncates the
 logs back to the checkpoint's iteration and continues from there — reproduces an uninterrupted run's
-metrics and parameters exactly. TensorBoard events are appended, not truncated: a resumed run's writer uses
+metrics and parameters exactly. Before it changes any file, a resume checks that the checkpoint is intact and
+belongs to the run (its config equals ``config.yaml``) and that the logs hold every iteration up to it; it refuses
+in one line otherwise. TensorBoard events are appended, not truncated: a resumed run's writer uses
 ``purge_step`` so TensorBoard discards the events of the repeated iterations.
 """
 
@@ -45,14 +48,24 @@ from metasgd_rl.config import (
     check_config_memory,
     load_config,
     model_class,
+    model_kwargs,
     read_yaml_file,
     resolve_config,
     yaml_dump,
 )
 from metasgd_rl.evaluation import evaluate_adaptation
 from metasgd_rl.gym_family import env_import_message, module_env_ids
-from metasgd_rl.io import atomic_write_text, fsync_path
-from metasgd_rl.model import EnvImportError, MetaSGD, with_legacy_defaults
+from metasgd_rl.io import atomic_write_text, fsync_path, path_length_problem
+from metasgd_rl.model import (
+    DEFAULT_POLICY_KWARGS,
+    CheckpointError,
+    EnvImportError,
+    MetaSGD,
+    checked_checkpoint,
+    constructor_defaults,
+    verify_digest,
+    with_legacy_defaults,
+)
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -288,8 +301,11 @@ class Run:
 
         ``config_path`` (optional) and ``sets`` may change only the
         :data:`~metasgd_rl.config.RESUME_MUTABLE` keys (``iterations``, ...); any other key they give must
-        equal the run's. Everything is checked first; then stale temporary files of interrupted writes are
-        removed, the logs are truncated to the checkpoint's iteration and ``config.yaml`` is updated. A run that
+        equal the run's. Everything is checked first (:class:`RunError` naming what is wrong, nothing changed): the
+        checkpoint is intact (digest, no NaN or inf) and belongs to the run (its config equals ``config.yaml``), and
+        the logs hold every iteration up to it (see :func:`_check_checkpoint`, :func:`_check_logs`); then stale
+        temporary files of interrupted writes are removed, the logs are truncated to the checkpoint's iteration and
+        ``config.yaml`` is updated. A run that
         is already :attr:`complete` is left as it is (nothing rewritten, ``config.yaml`` included).
 
         ``allow_env_imports``: a run whose ``family_kwargs`` give a module-qualified gymnasium id
@@ -312,12 +328,13 @@ class Run:
                                                  "Run.resume(..., allow_env_imports=True)"))
         saved = resolve_config(with_legacy_defaults(raw, alpha=raw.get("algo", "metasgd") != "maml"))
         config = _resume_config(saved, directory, list(sets), config_path)
-        has_checkpoint = (directory / CHECKPOINT_FILE).is_file()
+        has_checkpoint = _check_checkpoint(directory, config)
         model = _load_checkpoint(directory / CHECKPOINT_FILE, config, allow_env_imports) if has_checkpoint \
             else build_model(config)
         if model.iteration > config["iterations"]:
             raise ConfigError(f"iterations={config['iterations']} is not allowed: the checkpoint is at iteration "
                               f"{model.iteration}; use an integer >= {model.iteration}")
+        _check_logs(directory, model.iteration, has_checkpoint, saved)
         run = cls(directory, config, model, resumed=True, has_checkpoint=has_checkpoint)
         try:
             run._remove_temporary_files()
@@ -422,8 +439,21 @@ class Run:
 
 
 def _check_new_run_dir(directory: Path) -> None:
-    """Refuse (:class:`ConfigError`) a run directory that cannot hold a new run: an existing file, a non-empty
-    folder, a path under a file, a place without write permission."""
+    """Refuse (:class:`ConfigError`) a run directory that cannot hold a new run: a name too long for the file system,
+    an existing file, a non-empty folder, a path under a file, a place without write permission, or any other error
+    the file system gives while looking (a loop of links, ...)."""
+    too_long = path_length_problem(directory)
+    if too_long is not None:
+        raise ConfigError(f"run_dir={str(directory)!r} is not allowed: {too_long}; use a shorter run_dir (--run-dir)")
+    try:
+        _check_run_dir_place(directory)
+    except OSError as err:
+        raise ConfigError(f"run_dir={str(directory)!r} is not allowed: it cannot be used ({err.strerror or err}); use "
+                          "another run_dir (--run-dir DIR)") from err
+
+
+def _check_run_dir_place(directory: Path) -> None:
+    """The checks of :func:`_check_new_run_dir` on what is at ``directory`` and above it."""
     name = str(directory)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"run_dir={name!r} is not allowed: it is a file; use a new directory path (--run-dir DIR)")
@@ -516,3 +546,225 @@ def _load_checkpoint(path: Path, config: Mapping[str, Any], allow_env_imports: b
     if type(model) is not expected:
         raise RunError(f"{path} holds a {type(model).__name__} model but the run's algo is {config['algo']!r}")
     return model
+
+
+# -- checks before a resume changes anything ------------------------------------------------------------------
+
+#: the longest line a log may hold: a metrics row is a few kB, a tasks line rarely 100 kB; a longer one is damage
+#: (and is not read into memory whole)
+MAX_LOG_LINE = 8 * 2**20
+#: the columns every ``metrics.csv`` has had from the start
+_METRICS_COLUMNS = ("iteration", "loss", "pre_return", "post_return")
+#: how many differing keys a refusal names
+_SHOWN_DIFFERENCES = 3
+
+
+def _check_checkpoint(directory: Path, config: Mapping[str, Any]) -> bool:
+    """Whether the run in ``directory`` has a ``checkpoint.pt`` to continue from. One that is there but unusable is
+    refused (:class:`RunError`) rather than skipped, which would restart the run from iteration 0: not a file, not
+    readable, damaged (digest, NaN or inf anywhere, optimiser states included), or from another run (its class or
+    config differ from ``config``, as after copying a checkpoint in or editing ``config.yaml``). The message names
+    ``final.pt`` when that one is intact and belongs to the run."""
+    path = directory / CHECKPOINT_FILE
+    if not path.exists() and not path.is_symlink():
+        return False
+    _, problem = _inspect_checkpoint(path, config)
+    if problem is not None:
+        raise RunError(f"cannot resume {directory}: {problem}; {_final_advice(directory, config, problem)} "
+                       "(nothing was changed)")
+    return True
+
+
+def _inspect_checkpoint(path: Path, config: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """``(state, None)`` for a checkpoint file that is intact and belongs to the run of ``config``, else
+    ``(None, what is wrong)``."""
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else "a broken link" if path.is_symlink() else "not a regular file"
+        return None, f"its {path.name} is {kind}, not a checkpoint file"
+    try:
+        state, saved = checked_checkpoint(path)
+        verify_digest(path, state)
+    except CheckpointError as err:
+        return None, str(err)
+    except OSError as err:
+        return None, f"its {path.name} cannot be read ({err.strerror or err})"
+    differences = _config_differences(config, state, saved)
+    if differences:
+        more = len(differences) - _SHOWN_DIFFERENCES
+        named = ", ".join(differences[:_SHOWN_DIFFERENCES]) + (f" and {more} more" if more > 0 else "")
+        return None, (f"its {path.name} does not belong to this run: it differs from {CONFIG_FILE} in {named}, so it "
+                      f"comes from another run or {CONFIG_FILE} was edited after the run started")
+    return state, None
+
+
+def _final_advice(directory: Path, config: Mapping[str, Any], problem: str) -> str:
+    """What to do about an unusable ``checkpoint.pt`` (``problem``): continue from ``final.pt`` if it is intact and
+    belongs to the run, else restore the run's own files. Nothing is deleted or copied here."""
+    final = directory / FINAL_FILE
+    state, _ = _inspect_checkpoint(final, config) if final.is_file() else (None, None)
+    if state is not None:
+        return (f"its {FINAL_FILE} (iteration {state['iteration']}) is intact and belongs to the run: to continue "
+                f"from it, move {CHECKPOINT_FILE} aside and copy {FINAL_FILE} to {CHECKPOINT_FILE}")
+    if "does not belong to this run" in problem:
+        return f"put back the run's own {CHECKPOINT_FILE} or {CONFIG_FILE}, or start a new run"
+    return f"it has no intact {FINAL_FILE} to continue from either: restore {CHECKPOINT_FILE} or start a new run"
+
+
+def _config_differences(config: Mapping[str, Any], state: Mapping[str, Any], saved: Mapping[str, Any]) -> list[str]:
+    """How a checkpoint (``state``, its JSON config ``saved``) differs from the run's resolved ``config``, one
+    ``"seed (config.yaml 0, checkpoint 1)"`` per key (nested keys dotted). The resume-mutable keys and MAML's fixed
+    ones are not compared; a key a checkpoint from before it existed lacks counts as its legacy value
+    (:func:`~metasgd_rl.model.with_legacy_defaults`) or the constructor's default, as loading it would."""
+    out = []
+    expected = model_class(config["algo"]).__name__
+    if state.get("class") != expected:
+        out.append(f"algo ({CONFIG_FILE} {config['algo']!r}, checkpoint a {state.get('class')} model)")
+    theirs = with_legacy_defaults(saved, alpha=config["algo"] != "maml")
+    defaults = constructor_defaults()
+    for key, ours in model_kwargs(config).items():
+        if key in RESUME_MUTABLE:
+            continue
+        other = theirs.get(key, defaults.get(key))
+        if isinstance(ours, Mapping) and isinstance(other, Mapping):
+            base = _nested_defaults(key, config)
+            pairs = [(f"{key}.{k}", ours.get(k, base.get(k)), other.get(k, base.get(k))) for k in {**ours, **other}]
+        else:
+            pairs = [(key, ours, other)]
+        out += [f"{name} ({CONFIG_FILE} {_short(a)}, checkpoint {_short(b)})" for name, a, b in pairs
+                if _plain(a) != _plain(b)]
+    return out
+
+
+def _nested_defaults(key: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults a nested config section's missing keys take (policy_kwargs, outer_kwargs; none for others)."""
+    if key == "policy_kwargs":
+        return dict(DEFAULT_POLICY_KWARGS)
+    if key == "outer_kwargs":
+        from metasgd_rl.outer import OUTER_OPTIMIZERS
+
+        return dict(getattr(OUTER_OPTIMIZERS.get(config.get("outer")), "DEFAULTS", {}))
+    return {}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists (YAML, JSON and Python spell a sequence differently)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(_plain(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_logs(directory: Path, iteration: int, has_checkpoint: bool, saved: Mapping[str, Any]) -> None:
+    """Refuse (:class:`RunError`) to resume when truncating the logs to ``iteration`` would lose rows or restart the
+    run: ``metrics.csv`` and ``tasks.jsonl`` (each optional) must be regular UTF-8 files with sane lines, the
+    expected header, and iterations that follow each other up to at least ``iteration`` (a log begun by a resume of
+    a run directory without it may start later); without a checkpoint, the logs must not reach past the first one
+    (``checkpoint_every`` of ``saved``), nor may ``final.pt`` exist."""
+    logs = ((METRICS_FILE, _metrics_iterations), (TASKS_FILE, _tasks_iterations))
+    logged = 0
+    for name, read in logs:
+        path = directory / name
+        try:
+            iterations = read(path)
+            _check_sequence(name, iterations, iteration)
+        except _DamagedLog as err:
+            raise RunError(f"cannot resume {directory}: {err}; resuming rewrites {name} and would lose its rows: "
+                           "repair it, or move it aside to continue without them (nothing was changed)") from None
+        logged = max(logged, iterations[-1] if iterations else 0)
+    every = min(saved["checkpoint_every"], saved["iterations"])
+    final = directory / FINAL_FILE
+    if not has_checkpoint and (final.exists() or logged > every):
+        why = f"it has {FINAL_FILE}" if final.exists() else \
+            f"its logs reach iteration {logged} and a checkpoint is written every {every}"
+        problem = f"it has no {CHECKPOINT_FILE} although {why}"
+        raise RunError(f"cannot resume {directory}: {problem}, and resuming would start again from iteration 0 and "
+                       f"drop the logged iterations; {_final_advice(directory, saved, problem)} (nothing was changed)")
+
+
+class _DamagedLog(Exception):
+    """A log that resuming would lose rows of (the message says where and what)."""
+
+
+def _log_lines(path: Path) -> list[str]:
+    """The complete lines of the log ``path`` ([] if it is missing); a last line cut by a kill is dropped."""
+    if not path.exists() and not path.is_symlink():
+        return []
+    if not path.is_file():
+        raise _DamagedLog(f"its {path.name} is {'a directory' if path.is_dir() else 'not a regular file'}")
+    lines = []
+    try:
+        with open(path, "rb") as f:
+            while line := f.readline(MAX_LOG_LINE + 1):
+                if len(line) > MAX_LOG_LINE:
+                    raise _DamagedLog(f"line {len(lines) + 1} of its {path.name} is over {MAX_LOG_LINE >> 20} MiB long")
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    lines.append(line.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise _DamagedLog(f"line {len(lines) + 1} of its {path.name} is not UTF-8 text") from None
+    except OSError as err:
+        raise _DamagedLog(f"its {path.name} cannot be read ({err.strerror or err})") from None
+    return lines
+
+
+def _metrics_iterations(path: Path) -> list[int]:
+    """The iterations of ``metrics.csv``'s rows, in file order, after checking its header and each row's width."""
+    lines = _log_lines(path)
+    try:
+        rows = list(csv.reader(lines))
+    except csv.Error as err:
+        raise _DamagedLog(f"its {path.name} is not valid CSV ({err})") from None
+    if not rows:
+        return []
+    header = rows[0]
+    missing = [c for c in _METRICS_COLUMNS if c not in header]
+    if header[:1] != ["iteration"] or missing or len(set(header)) != len(header) or "" in header:
+        raise _DamagedLog(f"the header of its {path.name} is damaged ({_short(','.join(header))}): it must start with "
+                          f"'iteration', hold {', '.join(_METRICS_COLUMNS[1:])} and name each column once")
+    iterations = []
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise _DamagedLog(f"line {number} of its {path.name} has {len(row)} fields but its header {len(header)}")
+        iterations.append(_iteration_at(row[0], number, path))
+    return iterations
+
+
+def _tasks_iterations(path: Path) -> list[int]:
+    """The iterations of ``tasks.jsonl``'s lines, in file order, after checking that each is a JSON record."""
+    iterations = []
+    for number, line in enumerate(_log_lines(path), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or "iteration" not in record:
+            raise _DamagedLog(f"line {number} of its {path.name} is not a JSON record of an iteration's tasks")
+        iterations.append(_iteration_at(record["iteration"], number, path))
+    return iterations
+
+
+def _iteration_at(value: Any, number: int, path: Path) -> int:
+    """``value`` (line ``number`` of ``path``) as an iteration number, or :class:`_DamagedLog`."""
+    try:
+        iteration = int(value) if not isinstance(value, (bool, float)) else None
+    except (TypeError, ValueError):
+        iteration = None
+    if iteration is None or iteration < 1:
+        raise _DamagedLog(f"line {number} of its {path.name} has iteration {_short(value)}, not a positive integer")
+    return iteration
+
+
+def _check_sequence(name: str, iterations: list[int], checkpoint: int) -> None:
+    """Refuse a log whose iterations do not follow each other, or stop before the checkpoint's ``checkpoint``."""
+    for previous, current in zip(iterations, iterations[1:], strict=False):
+        if current != previous + 1:
+            raise _DamagedLog(f"its {name} goes from iteration {previous} to {current}")
+    if iterations and iterations[0] <= checkpoint and iterations[-1] < checkpoint:
+        raise _DamagedLog(f"its {name} ends at iteration {iterations[-1]}, before the checkpoint's {checkpoint}")

@@ -9,7 +9,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from metasgd_rl.family import EpisodeVectorEnv, ObservationShapeError, Task, TaskFamily, TaskFamilyError, family_label
+from metasgd_rl.family import (
+    API_ADVICE,
+    RAISED_ADVICE,
+    EpisodeVectorEnv,
+    ObservationShapeError,
+    SubEnvError,
+    Task,
+    TaskFamily,
+    TaskFamilyError,
+    family_label,
+    one_line,
+    reset_problem,
+    step_problem,
+)
 from metasgd_rl.policies import Policy, observation_features
 from metasgd_rl.threads import torch_threads
 
@@ -230,13 +243,23 @@ class _ObservationCheck:
         self.family, self.venv, self.tasks, self.first_task, self.episodes = family, venv, tasks, first_task, episodes
         shape = family.observation_space.shape
         self.expected = None if shape is None else tuple(shape)
-        self.batch_shape = None if shape is None else (len(tasks) * episodes, *shape)
+        self.n_envs = len(tasks) * episodes
+        self.batch_shape = None if shape is None else (self.n_envs, *shape)
 
     def __call__(self, step: int, call: Any, *args: Any, **kwargs: Any) -> tuple:
         try:
             out = call(*args, **kwargs)
         except ObservationShapeError as err:
             raise self.error(step, err.sub_env, err.shape) from err
+        except SubEnvError as err:  # chained: what the env raised (if it raised)
+            raise self.sub_env_error(step, err) from (err.__cause__ if err.__cause__ is not None else err)
+        except (TaskFamilyError, MemoryError):
+            raise
+        except Exception as err:  # a vector env of the family's own (e.g. MuJoCo's batched one): no sub-env known
+            raise self.vector_error(step, "raised", RAISED_ADVICE, one_line(err)) from err
+        problem = step_problem(out, self.n_envs) if step else reset_problem(out)
+        if problem:
+            raise self.vector_error(step, problem, API_ADVICE)
         obs = out[0]
         if self.batch_shape is not None and isinstance(obs, np.ndarray) and obs.shape != self.batch_shape:
             bad = None
@@ -254,6 +277,24 @@ class _ObservationCheck:
     def when(self, step: int) -> str:
         return "at reset" if step == 0 else f"at step {step}"
 
+    def stage(self, step: int) -> str:
+        return "in reset" if step == 0 else f"in step {step} of the rollout"
+
+    def sub_env_error(self, step: int, err: SubEnvError) -> TaskFamilyError:
+        """``err`` of sub-env ``err.sub_env`` of an :class:`EpisodeVectorEnv`, naming the family and the task."""
+        t = err.sub_env // self.episodes
+        return TaskFamilyError(
+            f"{family_label(self.family)}: the env of task {self.first_task + t} of the meta-batch ({self.tasks[t]!r}) "
+            f"{err.problem} {self.stage(step)} (episode {err.sub_env % self.episodes}){_detail(err.detail)}; "
+            f"{err.advice}")
+
+    def vector_error(self, step: int, problem: str, advice: str, detail: str = "") -> TaskFamilyError:
+        """A failure of the family's vector env as a whole (which sub-env failed is not known)."""
+        return TaskFamilyError(
+            f"{family_label(self.family)}: make_vector_env's env for {len(self.tasks)} tasks x {self.episodes} "
+            f"episodes (tasks {self.first_task}..{self.first_task + len(self.tasks) - 1} of the meta-batch) {problem} "
+            f"{self.stage(step)}{_detail(detail)}; {advice}")
+
     def error(self, step: int, sub_env: int, shape: tuple[int, ...]) -> TaskFamilyError:
         t = sub_env // self.episodes
         return TaskFamilyError(
@@ -261,6 +302,10 @@ class _ObservationCheck:
             f"({self.tasks[t]!r}) returned an observation of shape {tuple(shape)} {self.when(step)} (episode "
             f"{sub_env % self.episodes}), but family.observation_space has shape {self.expected}; make_env must "
             "build envs whose observations match the family's observation_space")
+
+
+def _detail(detail: str) -> str:
+    return f": {detail}" if detail else ""
 
 
 def info_flags(infos: Mapping[str, object], key: str, num_envs: int) -> np.ndarray:

@@ -15,9 +15,26 @@ What "held" means for each kind of fault:
 - **bad files** given to ``metasgd-rl evaluate``, **bad configs** and **bad run directories** given to
   ``metasgd-rl train``. Held: a non-zero exit with one line on stderr naming the problem, no traceback, no
   run directory left behind for a refused config, and no code from the file executed.
-- **faulty task families** used from Python. Held: a clear error naming the family (or, for a NaN, the
-  update rejected with θ and α unchanged and the task and stage named), not numpy's or torch's error from
-  deep inside.
+- **resume integrity**: copies of a finished run with a foreign checkpoint, an edited ``config.yaml``, a flipped bit
+  in a tensor, NaN bytes in Adam's state, ``checkpoint.pt`` as a directory or a damaged ``metrics.csv`` header,
+  given to ``train --resume`` (and the damaged checkpoints to ``evaluate``). Held: one line naming the fault (for
+  a bad ``checkpoint.pt`` also the intact ``final.pt``) and every file of the run unchanged; a checkpoint from
+  before digests existed still resumes.
+- **faulty task families** used from Python (tasks that are not JSON-able, ``make_env``, ``step`` or
+  ``sample_tasks`` that raise, the old gym API's 4-tuple step or bare-observation reset, an array reward, wrong
+  observation shapes, NaN rewards). Held: a clear error naming the family (and the task and stage where known; for
+  a NaN, the update rejected with θ and α unchanged and the task and stage named), not numpy's or torch's error
+  from deep inside.
+- **edge sizes** (one task, one episode, horizon 1, one hidden unit, chunks larger than the meta-batch, two inner
+  steps, one evaluation task) trained, resumed and evaluated through the CLI on every outer optimiser. Held: exit
+  0 every time (or, for no inner step, a one-line refusal). **Unbounded work**: a checkpoint or config asking for
+  1e9-step episodes (and other counts past the limits of ``metasgd_rl.limits``). Held: a one-line refusal naming
+  the key within a timeout.
+- **hostile inputs**: YAML alias bombs and 10000-deep nesting, a PNG as config or run ``config.yaml``, devices
+  torch cannot run on (meta, xla), floats of 1e300, a misspelt Ray address, an unknown gymnasium id, a parameter
+  path through ``__class__``, 300-character names, ``metrics.csv`` files a report cannot read, outputs under a file,
+  Ctrl-C during start-up, 20000-wide layers under a 4 GB cap. Held: one line within seconds, exit 2 (1 for a
+  failed allocation, 130 for Ctrl-C), no traceback and no run directory left behind.
 
 Writes ``fault_injection.json`` (every case and its outcome) and ``fault_injection.md`` into ``--out``.
 """
@@ -27,10 +44,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import importlib.util
 import io
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -197,11 +216,14 @@ def start_or_resume(config: Path, run_dir: Path, **popen: Any) -> subprocess.Pop
     return subprocess.Popen(cli_command("train", *argv), env=subprocess_env(), **popen)
 
 
-def kill_storm(tally: Tally, work: Path, reference: Path, kills: int, rng: np.random.Generator) -> None:
+def kill_storm(tally: Tally, work: Path, reference: Path, kills: int, rng: np.random.Generator,
+               checkpoint_every: int = 1) -> None:
     """Each kill lands either during start-up (a random moment in the first 3 s) or a random fraction of an
-    iteration after 1-5 more metric rows appeared (during the iteration, its logging or its checkpoint write)."""
-    config = write_config(work / "tiny.yaml")
-    run_dir = work / "storm"
+    iteration after 1-5 more metric rows appeared (during the iteration, its logging or its checkpoint write).
+    With ``checkpoint_every`` > 1 most kills leave metric rows past the checkpoint, which the resume drops."""
+    config = write_config(work / f"tiny-every{checkpoint_every}.yaml", checkpoint_every=checkpoint_every)
+    run_dir = work / f"storm-every{checkpoint_every}"
+    every = "" if checkpoint_every == 1 else f", checkpoint_every={checkpoint_every}"
     for k in range(kills):
         if (run_dir / "final.pt").exists():
             break
@@ -231,24 +253,27 @@ def kill_storm(tally: Tally, work: Path, reference: Path, kills: int, rng: np.ra
             problems.append(f"metrics iterations {iterations}")
         if last > len(iterations):
             problems.append(f"checkpoint at {last} but metrics end at {len(iterations)}")
-        tally.add("kill storm", f"SIGKILL {k + 1} (checkpoint at {last}, {len(iterations)} metric rows)",
+        tally.add("kill storm", f"SIGKILL {k + 1}{every} (checkpoint at {last}, {len(iterations)} metric rows)",
                   not problems, "; ".join(problems))
     finish = start_or_resume(config, run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, stderr = finish.communicate()
     held, detail = same_run(run_dir, reference) if finish.returncode == 0 else (False, stderr[-300:])
-    tally.add("kill storm", "resumed to the end after the storm", held, detail)
+    tally.add("kill storm", f"resumed to the end after the storm{every}", held, detail)
 
 
-def signal_stop(tally: Tally, work: Path, reference: Path, signum: int) -> None:
-    name = signal.Signals(signum).name
-    run_dir = work / f"signal-{name}"
-    process = subprocess.Popen(cli_command("train", str(work / "tiny.yaml"), "--run-dir", str(run_dir)),
+def signal_stop(tally: Tally, work: Path, reference: Path, signum: int, sampler: str = "local") -> None:
+    """A signal after the third logged iteration; with ``sampler="ray"`` the rollouts run on a local Ray that the
+    run starts (Ray installs a SIGTERM handler of its own), and the resume samples locally (the same batches)."""
+    name = signal.Signals(signum).name + ("" if sampler == "local" else f" with the {sampler} sampler")
+    run_dir = work / f"signal-{signal.Signals(signum).name}-{sampler}"
+    config = write_config(work / f"tiny-{sampler}.yaml", sampler=sampler)
+    process = subprocess.Popen(cli_command("train", str(config), "--run-dir", str(run_dir)),
                                env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + (60 if sampler == "local" else 900)  # Ray's actors start slowly under load
     while len(metrics_iterations(run_dir)) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=60 if sampler == "local" else 900)
     problems = []
     if process.returncode != 128 + signum:
         problems.append(f"exit {process.returncode}")
@@ -257,8 +282,8 @@ def signal_stop(tally: Tally, work: Path, reference: Path, signum: int) -> None:
     state = read_checkpoint(run_dir / "checkpoint.pt")
     if int(state["iteration"]) != len(metrics_iterations(run_dir)):
         problems.append(f"checkpoint at {int(state['iteration'])}, metrics at {len(metrics_iterations(run_dir))}")
-    finish = subprocess.run(cli_command("train", "--resume", str(run_dir)), env=subprocess_env(),
-                            capture_output=True, text=True)
+    finish = subprocess.run(cli_command("train", "--resume", str(run_dir), "--set", "sampler=local"),
+                            env=subprocess_env(), capture_output=True, text=True)
     held, detail = same_run(run_dir, reference) if finish.returncode == 0 else (False, finish.stderr[-300:])
     if not held:
         problems.append(detail)
@@ -415,6 +440,102 @@ def bad_run_dirs(tally: Tally, work: Path, reference: Path) -> None:
         tally.add("bad run dirs", name, held, detail)
 
 
+# -- resume integrity: checkpoints and logs a resume must not trust ---------------------------------------------
+
+
+def run_files(run_dir: Path) -> dict[str, bytes | None]:
+    """Every path under ``run_dir`` with the bytes of its files (a refusal must leave all of them as they were)."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() if p.is_file() else None for p in sorted(run_dir.rglob("*"))}
+
+
+def flip_bit(path: Path, tensor: torch.Tensor, bit: int) -> None:
+    """Flip bit ``bit`` of ``tensor``'s first float32 where the file at ``path`` stores it."""
+    data = bytearray(path.read_bytes())
+    at = data.find(tensor.contiguous().numpy().tobytes())
+    data[at + bit // 8] ^= 1 << (bit % 8)
+    path.write_bytes(bytes(data))
+
+
+def nan_into_adam(path: Path) -> None:
+    """Overwrite four bytes in the middle of the file: the outer Adam's first second moment becomes a NaN."""
+    data = bytearray(path.read_bytes())
+    at = data.find(read_checkpoint(path)["outer"]["state"][0]["exp_avg_sq"].contiguous().numpy().tobytes())
+    data[at: at + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+
+
+def resume_integrity(tally: Tally, work: Path, reference: Path) -> None:
+    """Copies of the finished reference run, each with one fault, resumed for one more iteration
+    (``train --resume``), and the damaged checkpoints given to ``evaluate``. Held: a refusal in one line naming the
+    fault (for a bad ``checkpoint.pt``, also the intact ``final.pt`` to continue from) with every file of the run left
+    as it was; and a checkpoint from before digests existed still resumes."""
+    folder = work / "integrity"
+    folder.mkdir()
+    foreign = {}
+    for name, change in (("seed", "seed=1"), ("size", "policy_kwargs.hidden_sizes=[8]")):
+        with captured_cli(["train", str(work / "tiny.yaml"), "--run-dir", str(folder / f"other-{name}"), "--set",
+                           "iterations=1", "--set", change]):
+            pass
+        foreign[name] = folder / f"other-{name}" / "checkpoint.pt"
+
+    def edit_config(d: Path) -> None:
+        (d / "config.yaml").write_text((d / "config.yaml").read_text().replace("seed: 0", "seed: 1"))
+
+    def directory(d: Path) -> None:
+        (d / "checkpoint.pt").unlink()
+        (d / "checkpoint.pt").mkdir()
+
+    def damaged_header(d: Path) -> None:
+        text = (d / "metrics.csv").read_text()
+        (d / "metrics.csv").write_text(text.replace("iteration,loss", "iteratoin,loss", 1))
+
+    def no_digest(d: Path) -> None:
+        for name in ("checkpoint.pt", "final.pt"):
+            torch.save({k: v for k, v in read_checkpoint(d / name).items() if k != "digest"}, d / name)
+
+    final = "final.pt"
+    cases: list[tuple[str, Callable[[Path], Any], tuple[str, ...]]] = [
+        ("a checkpoint from a run with another seed", lambda d: shutil.copy(foreign["seed"], d / "checkpoint.pt"),
+         ("does not belong to this run", "seed", final)),
+        ("a checkpoint from a run with another policy size",
+         lambda d: shutil.copy(foreign["size"], d / "checkpoint.pt"),
+         ("does not belong to this run", "hidden_sizes", final)),
+        ("config.yaml edited after the run started", edit_config, ("does not belong to this run", "seed")),
+        ("a flipped sign bit in a weight",
+         lambda d: flip_bit(d / "checkpoint.pt", read_checkpoint(d / "checkpoint.pt")["policy"]["layers.0.weight"], 31),
+         ("damaged", "digest", final)),
+        ("a flipped exponent bit in an α", lambda d: flip_bit(
+            d / "checkpoint.pt", read_checkpoint(d / "checkpoint.pt")["step_sizes"]["alphas.layers__0__weight"], 30),
+         ("damaged", "digest", final)),
+        ("bytes overwritten mid-file: NaN in Adam's state", lambda d: nan_into_adam(d / "checkpoint.pt"),
+         ("non-finite", "exp_avg_sq", final)),
+        ("checkpoint.pt is a directory", directory, ("directory", final)),
+        ("a damaged metrics.csv header", damaged_header, ("metrics.csv", "header")),
+        ("a checkpoint from before digests (none stored) still resumes", no_digest, ()),
+    ]
+    for i, (name, damage, expect) in enumerate(cases):
+        run_dir = Path(shutil.copytree(reference, folder / f"case-{i}"))
+        damage(run_dir)
+        before = run_files(run_dir)
+        with captured_cli(["train", "--resume", str(run_dir), "--set", "iterations=81"]) as result:
+            pass
+        if not expect:  # nothing to refuse: the run goes on
+            iterations = metrics_iterations(run_dir)
+            held = result["code"] == 0 and not result["escaped"] and iterations == list(range(1, 82))
+            detail = result["escaped"] or result["stderr"][-200:] or f"resumed to iteration {iterations[-1]}"
+        else:
+            held, detail = refused_cleanly(result, expect)
+            if held and run_files(run_dir) != before:
+                held, detail = False, "refused, but a file of the run changed"
+        tally.add("resume integrity", f"--resume: {name}", held, detail)
+        if name.startswith(("a flipped", "bytes overwritten")):
+            with captured_cli(["evaluate", str(run_dir / "checkpoint.pt"), "--tasks", "2", "--episodes", "2",
+                               "--steps", "1"]) as result:
+                pass
+            held, detail = refused_cleanly(result, expect[:2])
+            tally.add("resume integrity", f"evaluate: {name}", held, detail)
+
+
 # -- faulty task families ------------------------------------------------------------------------------------
 
 
@@ -455,11 +576,42 @@ def family_classes() -> tuple[dict[str, tuple[type, tuple[str, ...]]], type]:
                 return gym.wrappers.TransformReward(env, lambda r: float("nan"))
             return env
 
+    class StepRaises(gym.Wrapper):
+        def step(self, action):
+            raise RuntimeError("simulator exploded")
+
+    class OldGymStep(gym.Wrapper):  # gym < 0.26: (obs, reward, done, info)
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            return obs, reward, terminated or truncated, info
+
+    class OldGymReset(gym.Wrapper):  # gym < 0.26: the observation alone
+        def reset(self, **kwargs):
+            return self.env.reset(**kwargs)[0]
+
+    class ArrayReward(gym.Wrapper):
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            return obs, np.array([reward, reward]), terminated, truncated, info
+
+    def wrapped(wrapper: type) -> type:
+        return type(f"{wrapper.__name__}Family", (Generic,), {"make_env": lambda self, task: wrapper(
+            Generic.make_env(self, task))})
+
+    class SampleTasksRaises(Generic):
+        def sample_tasks(self, n, rng, split="train"):
+            raise KeyError("goal_range")
+
     return {
         "tasks holding numpy arrays": (NumpyTasks, ("not JSON-able", "numpy.ndarray", ".tolist()")),
         "tasks holding tuples": (TupleTasks, ("not JSON-able", "tuple")),
         "make_env that raises": (BrokenMakeEnv, ("make_env", "mass must be positive", "task")),
         "observations of the wrong shape": (WrongShape, ("shape (3,)", "shape (2,)", "task")),
+        "step that raises": (wrapped(StepRaises), ("task", "in step 1", "RuntimeError: simulator exploded")),
+        "step returning the old gym 4-tuple": (wrapped(OldGymStep), ("task", "4-tuple", "in step 1")),
+        "reset returning the observation alone": (wrapped(OldGymReset), ("task", "numpy.ndarray", "in reset")),
+        "an array reward": (wrapped(ArrayReward), ("task", "reward of shape (2,)", "in step 1")),
+        "sample_tasks that raises": (SampleTasksRaises, ("sample_tasks", "KeyError", "goal_range")),
     }, NaNReward
 
 
@@ -513,6 +665,247 @@ def faulty_families(tally: Tally, work: Path) -> None:
     tally.add("faulty families", "a family registered in user code, named in a CLI config", held, detail)
 
 
+# -- edge sizes and unbounded work ----------------------------------------------------------------------------
+
+#: sizes at the edge of what a config allows, each trained on every outer optimiser (the estimator rotating)
+EDGE_SIZES: list[tuple[str, list[str]]] = [
+    ("one task (meta_batch_size 1)", ["meta_batch_size=1"]),
+    ("one episode per task", ["episodes_per_task=1"]),
+    ("horizon 1", ["family_kwargs.max_episode_steps=1"]),
+    ("one hidden unit", ["policy_kwargs.hidden_sizes=[1]"]),
+    ("task_chunk_size above meta_batch_size", ["task_chunk_size=5"]),
+    ("one task in a larger chunk", ["meta_batch_size=1", "task_chunk_size=3"]),
+    ("two inner steps", ["inner_steps=2"]),
+    ("one evaluation task", ["eval_tasks=1"]),
+    ("all of them at once", ["meta_batch_size=1", "episodes_per_task=1", "family_kwargs.max_episode_steps=3",
+                             "policy_kwargs.hidden_sizes=[1]", "eval_tasks=1", "task_chunk_size=4"]),
+]
+
+
+def edge_cases(tally: Tally, work: Path, reference: Path) -> None:
+    """Edge sizes through the CLI (train, resume, evaluate; held: every command exits 0 without a traceback, or a
+    size that cannot work is refused in one line), and files asking for unbounded work (held: refused in one line
+    naming the key and the limit, within a timeout, where they used to run for days)."""
+    folder = work / "edges"
+    folder.mkdir()
+    for i, (name, sets) in enumerate(EDGE_SIZES):
+        for j, outer in enumerate(("trpo", "adam", "ppo")):
+            estimator = ("maml", "lvc", "dice")[(i + j) % 3]
+            run_dir = folder / f"edge-{i}-{outer}"
+            config = write_config(folder / f"edge-{i}-{outer}.yaml", iterations=2, checkpoint_every=1, eval_every=2,
+                                  eval_tasks=2, outer=outer, outer_kwargs=None, estimator=estimator)
+            commands = [["train", str(config), "--run-dir", str(run_dir), *[a for s in sets for a in ("--set", s)]],
+                        ["train", "--resume", str(run_dir), "--set", "iterations=3"],
+                        ["evaluate", str(run_dir / "final.pt"), "--tasks", "1", "--steps", "1", "--episodes", "1"]]
+            held, detail = True, ""
+            for argv in commands:
+                with captured_cli(argv) as result:
+                    pass
+                if result["code"] != 0 or result["escaped"]:
+                    held, detail = False, f"{argv[0]} {argv[1]}: exit {result['code']}: " \
+                        f"{result['escaped'] or result['stderr'][-300:]}"
+                    break
+            tally.add("edge sizes", f"{name}, {outer}, {estimator}", held, detail)
+    with captured_cli(["train", str(write_config(folder / "no-inner-step.yaml", inner_steps=0)), "--run-dir",
+                       str(folder / "no-inner-step")]) as result:
+        pass
+    tally.add("edge sizes", "no inner step (refused)", *refused_cleanly(result, ("inner_steps=0", ">= 1"), codes=(2,)))
+    unbounded_work(tally, work, reference)
+
+
+def unbounded_work(tally: Tally, work: Path, reference: Path) -> None:
+    """A checkpoint (given to ``evaluate``) or a config (given to ``train``) asking for episodes of 1e9 steps and
+    other unbounded work; run in a subprocess with a timeout, since without a limit it would not end."""
+    from metasgd_rl.model import DIGEST_KEY, checkpoint_digest
+
+    state = read_checkpoint(reference / "final.pt")
+    folder = work / "unbounded"
+    folder.mkdir()
+    cases: list[tuple[str, list[str], tuple[str, ...]]] = []
+    asks = [("family_kwargs", "max_episode_steps", 10**9), ("family_kwargs", "max_episode_steps", 1e9),
+            (None, "inner_steps", 10**6), (None, "episodes_per_task", 10**7)]
+    for section, key, value in asks:
+        config = json.loads(state["config"])
+        if section:
+            config[section] = {**dict(config.get(section) or {}), key: value}
+        else:
+            config[key] = value
+        crafted = {**state, "config": json.dumps(config)}
+        crafted[DIGEST_KEY] = checkpoint_digest(crafted)  # a crafted file, not a damaged one
+        path = folder / f"{key}-{value}.pt"
+        torch.save(crafted, path)
+        cases.append((f"a checkpoint asking {key}={value!r}, to evaluate",
+                      ["evaluate", str(path), "--tasks", "1", "--steps", "0", "--episodes", "1"], (key, "not allowed")))
+    config = write_config(folder / "long.yaml", family_kwargs={"max_episode_steps": 10**7})
+    cases.append(("a config asking max_episode_steps=10000000, to train",
+                  ["train", str(config), "--run-dir", str(folder / "long-run")], ("max_episode_steps", "100,000")))
+    for name, argv, expect in cases:
+        try:
+            result = subprocess.run(cli_command(*argv), env=subprocess_env(), capture_output=True, text=True,
+                                    timeout=120)
+        except subprocess.TimeoutExpired:
+            tally.add("unbounded work", name, False, "still running after 120 s")
+            continue
+        outcome = {"code": result.returncode, "stderr": result.stderr, "escaped": None}
+        tally.add("unbounded work", name, *refused_cleanly(outcome, expect, codes=(2,)))
+
+
+# -- hostile inputs: alias bombs, binary files, values torch or Ray cannot use, outputs that cannot be written -----
+
+
+def alias_bomb(levels: int) -> str:
+    """YAML of ``levels`` anchors, each nine aliases of the one before (9**(levels + 1) values expanded), in a few
+    hundred bytes; the last one is ``policy_kwargs.hidden_sizes``, a valid key."""
+    names = [f"l{i}" for i in range(levels + 1)]
+    lines = [f"{names[0]}: &{names[0]} [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip(names, names[1:], strict=False)]
+    return "\n".join(lines) + f"\npolicy_kwargs:\n  hidden_sizes: *{names[-1]}\n"
+
+
+def sigint_during_start_up(work: Path, delay: float) -> dict[str, Any]:
+    """``metasgd-rl train`` of the tiny config, SIGINT after ``delay`` seconds (imports, reading the config, building
+    the model); the child gets SIGINT's default disposition even if this script runs with it ignored."""
+    argv = cli_command("train", str(work / "tiny.yaml"), "--run-dir", str(work / f"ctrl-c-{delay}"))
+    process = subprocess.Popen(argv, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    return {"code": process.returncode, "stderr": stderr.strip(), "escaped": None}
+
+
+def capped_train(work: Path, run_dir: Path, sets: list[str], gigabytes: float) -> dict[str, Any]:
+    """``metasgd-rl train`` of the tiny config with ``sets``, in a process whose address space is capped: a setting
+    the memory estimate lets through meets torch's allocator there, not the machine's OOM killer."""
+    import resource
+
+    limit = int(gigabytes * 2**30)
+    argv = ["train", str(work / "tiny.yaml"), "--run-dir", str(run_dir)] + [a for s in sets for a in ("--set", s)]
+    result = subprocess.run(cli_command(*argv), env=subprocess_env(), capture_output=True, text=True, timeout=600,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    return {"code": result.returncode, "stderr": result.stderr.strip(), "escaped": None}
+
+
+def hostile_inputs(tally: Tally, work: Path, reference: Path) -> None:
+    """Inputs built to hurt, through the CLI. Held: one line on stderr naming the problem, no traceback, exit 2 for
+    bad input (1 for an allocation that fails, 130 for Ctrl-C), within seconds, and no run directory left behind."""
+    folder = work / "hostile"
+    folder.mkdir()
+    tiny_text = yaml.safe_dump(TINY, sort_keys=False)
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
+    gym_kwargs = "{env_id: %s, parameters: {%s: {uniform: [0.4, 0.6]}}}"
+    configs: list[tuple[str, bytes, list[str], tuple[str, ...]]] = [
+        ("alias bomb under policy_kwargs (9**9 values)",
+         (alias_bomb(8) + yaml.safe_dump({k: v for k, v in TINY.items() if k != "policy_kwargs"})).encode(), [],
+         ("aliases expand",)),
+        ("alias bomb in --set", tiny_text.encode(),
+         ["family_kwargs={" + alias_bomb(7).replace("\npolicy_kwargs:\n  hidden_sizes:", "\nx:").strip()
+          .replace("\n", ", ") + "}"], ("aliases expand",)),
+        ("10000 nested lists", (tiny_text + "seed: " + "[" * 10_000 + "]" * 10_000 + "\n").encode(), [],
+         ("nests more than",)),
+        ("a PNG as config", png, [], ("not utf-8 text",)),
+        ("an integer of 5000 digits", tiny_text.replace("seed: 0", "seed: " + "7" * 5000).encode(), [],
+         ("4300 digits",)),
+        ("device: meta", tiny_text.encode(), ["device=meta"], ("device",)),
+        ("device: xla", tiny_text.encode(), ["device=xla"], ("device",)),
+        ("alpha_init: 1e300", tiny_text.encode(), ["alpha_init=1.0e+300"], ("alpha_init",)),
+        ("outer_kwargs.lr: 1e300", tiny_text.encode(), ["outer_kwargs.lr=1.0e+300"], ("outer_kwargs.lr",)),
+        ("policy_kwargs.init_std: inf", tiny_text.encode(), ["policy_kwargs.init_std=.inf"], ("init_std",)),
+        ("num_threads: 1e20", tiny_text.encode(), ["num_threads=100000000000000000000"], ("num_threads",)),
+        ("ray_address: garbage", tiny_text.encode(), ["sampler=ray", "ray_address=garbage"], ("ray_address",)),
+        ("unknown gymnasium env_id", tiny_text.encode(),
+         ["family=GymEnv-v0", "family_kwargs=" + gym_kwargs % ("NoSuchEnv-v0", "length")], ("NoSuchEnv",)),
+        ("parameter path through __class__", tiny_text.encode(),
+         ["family=GymEnv-v0", "family_kwargs=" + gym_kwargs % ("CartPole-v1", "'unwrapped.__class__.length'")],
+         ("__class__", "starts with '_'")),
+    ]
+    for i, (name, data, sets, expect) in enumerate(configs):
+        path = folder / f"hostile-{i}.yaml"
+        path.write_bytes(data)
+        run_dir = folder / f"refused-{i}"
+        start = time.perf_counter()
+        with captured_cli(["train", str(path), "--run-dir", str(run_dir), *[a for s in sets for a in ("--set", s)]]) \
+                as result:
+            pass
+        seconds = time.perf_counter() - start
+        held, detail = refused_cleanly(result, expect, codes=(2,))
+        if held and (run_dir.exists() or seconds > 10 or len(result["stderr"]) > 2100):
+            held, detail = False, f"run dir left: {run_dir.exists()}, {seconds:.0f} s, {len(result['stderr'])} chars"
+        tally.add("hostile inputs", name, held, detail)
+
+    # run directories and run files
+    a_file = folder / "a-file"
+    a_file.write_text("x\n")
+    binary_run = folder / "binary-config-run"
+    binary_run.mkdir()
+    (binary_run / "config.yaml").write_bytes(png)
+    cases: list[tuple[str, list[str], tuple[str, ...], tuple[int, ...]]] = [
+        ("--run-dir of 300 characters", ["train", str(work / "tiny.yaml"), "--run-dir", str(folder / ("r" * 300))],
+         ("300 bytes long",), (2,)),
+        ("--resume of a run whose config.yaml is a PNG", ["train", "--resume", str(binary_run)], ("not utf-8 text",),
+         (2,)),
+    ]
+    # metrics.csv that a report cannot read: refused before the evaluation
+    for how in ("not UTF-8", "a directory", "a line of 9 MiB"):
+        run_dir = folder / f"metrics-{how.replace(' ', '-')}"
+        run_dir.mkdir()
+        shutil.copy(reference / "final.pt", run_dir / "final.pt")
+        metrics = run_dir / "metrics.csv"
+        if how == "not UTF-8":
+            metrics.write_bytes((reference / "metrics.csv").read_bytes() + b"5,\xff\xfe\n")
+        elif how == "a directory":
+            metrics.mkdir()
+        else:
+            metrics.write_text("iteration,loss\n1," + "9" * (9 * 2**20) + "\n")
+        cases.append((f"evaluate --report, metrics.csv {how}", ["evaluate", str(run_dir / "final.pt"), "--tasks", "2",
+                                                                 "--report", str(run_dir / "report")],
+                      ("metrics.csv cannot be read",), (2,)))
+        cases.append((f"compare, metrics.csv {how}", ["compare", str(run_dir), "--out", str(run_dir / "cmp")],
+                      ("metrics.csv cannot be read",), (2,)))
+    # outputs that cannot be written: refused before the work
+    long_name = "o" * 300
+    cases += [
+        ("evaluate --json under a file", ["evaluate", str(reference / "final.pt"), "--json", str(a_file / "r.json")],
+         ("--json", "is a file, not a directory"), (2,)),
+        ("evaluate --report of 300 characters", ["evaluate", str(reference / "final.pt"), "--report",
+                                                 str(folder / long_name)], ("--report", "300 bytes long"), (2,)),
+        ("compare --out under a file", ["compare", str(reference), "--out", str(a_file / "out")],
+         ("--out", "is a file, not a directory"), (2,)),
+        ("benchmark --out under a file", ["benchmark", "--out", str(a_file / "out")],
+         ("--out", "is a file, not a directory"), (2,)),
+    ]
+    if os.geteuid() != 0:  # root writes anywhere a mode allows nothing
+        locked = folder / "locked"
+        locked.mkdir(mode=0o555)
+        cases.append(("benchmark --out in a read-only folder", ["benchmark", "--out", str(locked / "out")],
+                      ("--out", "not writable"), (2,)))
+    for name, argv, expect, codes in cases:
+        start = time.perf_counter()
+        with captured_cli(argv) as result:
+            pass
+        seconds = time.perf_counter() - start
+        held, detail = refused_cleanly(result, expect, codes=codes)
+        if held and seconds > 20:
+            held, detail = False, f"refused only after {seconds:.0f} s (the work was done first)"
+        tally.add("hostile inputs", name, held, detail)
+
+    # Ctrl-C in the first seconds: imports, reading the config, building the model
+    for delay in (0.3, 1.0, 2.0):
+        result = sigint_during_start_up(work, delay)
+        held, detail = refused_cleanly(result, ("interrupted",), codes=(130,))
+        tally.add("hostile inputs", f"Ctrl-C {delay} s after start", held, detail)
+
+    # memory: the second-order graph of 20000-wide layers, and an allocation torch's allocator refuses
+    for name, sets in (("hidden_sizes [20000, 20000], second order", []),
+                       ("hidden_sizes [20000, 20000], first order", ["first_order=true"])):
+        run_dir = folder / f"memory-{len(sets)}"
+        result = capped_train(work, run_dir, ["policy_kwargs.hidden_sizes=[20000, 20000]", *sets], gigabytes=4)
+        held, detail = refused_cleanly(result, ("memory",), codes=(1, 2), forbid=("--tasks", "continue it"))
+        if held and run_dir.exists():
+            held, detail = False, "the run directory was left behind"
+        tally.add("hostile inputs", f"{name} (4 GB address space)", held, detail)
+
+
 # -- report -------------------------------------------------------------------------------------------------
 
 
@@ -557,17 +950,28 @@ def main() -> int:
         reference = reference_run(work)
         print("kill storm", flush=True)
         kill_storm(tally, work, reference, args.kills, rng)
+        kill_storm(tally, work, reference, max(1, args.kills // 2), rng, checkpoint_every=4)
         print("signals", flush=True)
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal_stop(tally, work, reference, signum)
+        if importlib.util.find_spec("ray") is not None:
+            signal_stop(tally, work, reference, signal.SIGTERM, sampler="ray")
+        else:
+            print("  (Ray is not installed: no SIGTERM with the Ray sampler)", flush=True)
         print("bad files", flush=True)
         bad_files(tally, work, reference)
         print("bad configs", flush=True)
         bad_configs(tally, work)
         print("bad run dirs", flush=True)
         bad_run_dirs(tally, work, reference)
+        print("resume integrity", flush=True)
+        resume_integrity(tally, work, reference)
         print("faulty families", flush=True)
         faulty_families(tally, work)
+        print("edge sizes and unbounded work", flush=True)
+        edge_cases(tally, work, reference)
+        print("hostile inputs", flush=True)
+        hostile_inputs(tally, work, reference)
     seconds = time.perf_counter() - start
     print()
     for kind, row in tally.summary().items():

@@ -4,8 +4,10 @@ directories that cannot be used, settings whose memory cannot fit."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import torch
 from metasgd_rl.cli import main
 from metasgd_rl.config import ConfigError, load_config, resolve_config
 from metasgd_rl.memory import MemoryCheckError, available_memory, check_memory, estimate_memory
-from metasgd_rl.model import CheckpointError, EnvImportError, MetaSGD
+from metasgd_rl.model import CheckpointError, EnvImportError, MetaSGD, checkpoint_digest
 from metasgd_rl.run import Run, RunError
 from tests.tiny_config import TINY, write_config
 
@@ -54,6 +56,7 @@ def set_env_id(path: Path, env_id: str) -> None:
     config = json.loads(state["config"])
     config["family_kwargs"]["env_id"] = env_id
     state["config"] = json.dumps(config)
+    state["digest"] = checkpoint_digest(state)  # as a model trained on that env_id would have saved it
     torch.save(state, path)
 
 
@@ -171,6 +174,89 @@ def test_a_broken_checkpoint_file_is_one_line_naming_what_is_wrong(tmp_path, cap
     assert expect in err and "(CheckpointError" not in err and "[Errno" not in err
 
 
+# -- checkpoints damaged on disk: a digest, and no NaN or inf anywhere in the state ------------------------------
+
+
+def trained_tiny_model() -> MetaSGD:
+    """One iteration of Adam for θ and α's own Adam, so both optimisers have moments in their state."""
+    model = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(4,)), meta_batch_size=2, episodes_per_task=2,
+                    outer="adam", outer_kwargs=dict(lr=0.01))
+    return model.learn(1, progress_bar=False)
+
+
+def test_each_checkpoint_carries_a_digest_of_every_tensor_and_value():
+    state = trained_tiny_model().state_dict()
+    assert state["digest"].startswith("sha256:") and checkpoint_digest(state) == state["digest"]
+    changes = {
+        "a weight's sign": lambda s: s["policy"]["layers.0.weight"].view(-1)[0].neg_(),
+        "an α": lambda s: s["step_sizes"]["alphas.layers__0__weight"].view(-1)[0].add_(1e-7),
+        "Adam's moment": lambda s: s["outer"]["state"][0]["exp_avg_sq"].view(-1)[0].mul_(2),
+        "α's Adam step": lambda s: s["alpha_optimizer"]["state"][0]["step"].add_(1),
+        "a learning rate": lambda s: s["outer"]["param_groups"][0].update(lr=0.02),
+        "the iteration": lambda s: s.update(iteration=2),
+        "the config": lambda s: s.update(config=s["config"].replace('"seed": 0', '"seed": 1')),
+        "a dtype": lambda s: s["policy"].update({"log_std": s["policy"]["log_std"].double()}),
+    }
+    for name, change in changes.items():
+        changed = torch.load(_saved(state), weights_only=True)
+        change(changed)
+        assert checkpoint_digest(changed) != state["digest"], name
+
+
+def _saved(state: dict) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.mark.parametrize("bit", [31, 30, 3], ids=["sign", "exponent", "mantissa"])
+def test_a_flipped_bit_in_a_tensor_is_refused_by_load_and_evaluate(tmp_path, capsys, bit):
+    model = trained_tiny_model()
+    path = model.save(tmp_path / "m.pt")
+    data = bytearray(path.read_bytes())
+    at = data.find(model.policy.state_dict()["layers.0.weight"].numpy().tobytes())
+    data[at + bit // 8] ^= 1 << (bit % 8)
+    path.write_bytes(bytes(data))
+    flipped = torch.load(path, weights_only=True)["policy"]["layers.0.weight"]  # torch's reader notices nothing
+    assert not torch.equal(flipped, model.policy.state_dict()["layers.0.weight"])
+    message = f"{path} is damaged: its contents do not match the sha256 digest stored with them"
+    with pytest.raises(CheckpointError, match=message):
+        MetaSGD.load(path)
+    assert main(["evaluate", str(path), "--tasks", "1", "--episodes", "1", "--steps", "1"]) == 2
+    assert message in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("part, entry, label", [
+    ("outer", "exp_avg_sq", "state.0.exp_avg_sq of the outer optimiser's state"),
+    ("alpha_optimizer", "exp_avg", "state.1.exp_avg of α's optimiser's state"),
+])
+@pytest.mark.parametrize("digest", ["recomputed", "from before digests"])
+def test_nan_or_inf_in_an_optimisers_state_is_refused(tmp_path, capsys, part, entry, label, digest):
+    state = trained_tiny_model().state_dict()
+    index = 0 if part == "outer" else 1
+    state[part]["state"][index][entry].view(-1)[0] = float("nan") if part == "outer" else float("inf")
+    if digest == "recomputed":  # the digest matches: only the finiteness check can see it
+        state["digest"] = checkpoint_digest(state)
+    else:
+        del state["digest"]
+    torch.save(state, tmp_path / "m.pt")
+    message = f"holds non-finite values (NaN or inf) in {label}"
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        MetaSGD.load(tmp_path / "m.pt")
+    assert main(["evaluate", str(tmp_path / "m.pt"), "--tasks", "1", "--episodes", "1", "--steps", "1"]) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_a_checkpoint_from_before_digests_still_loads(tmp_path):
+    model = trained_tiny_model()
+    state = model.state_dict()
+    del state["digest"]
+    torch.save(state, tmp_path / "old.pt")
+    loaded = MetaSGD.load(tmp_path / "old.pt")
+    assert loaded.iteration == 1 and loaded.state_dict()["digest"] == model.state_dict()["digest"]
+
+
 # -- point 3: run directories ------------------------------------------------------------------------------------
 
 
@@ -279,17 +365,21 @@ def test_estimate_memory_follows_its_documented_formula():
     # Navigation2D: obs 2, act 2, horizon 100; policy 2-16-2 + log_std: P = 48 + 34 + 2 = 84, element α: A = P
     p, horizon, steps = 84, 100, 1
     t, e, step_numbers = config["meta_batch_size"], config["episodes_per_task"], 2 + 2 + 4
-    assert estimate.parts == {
+    first_order = {
         "parameters": 4 * (4 * p + 4 * p),
         "adapted": 4 * 2 * steps * t * p,
         "rollouts": 4 * (steps + 1) * horizon * t * e * step_numbers,
         "activations": 4 * horizon * t * e * 16,
         "evaluation": 4 * config["eval_tasks"] * (p + (steps + 1) * horizon * e * step_numbers),
     }
+    assert estimate_memory({**config, "first_order": True}).parts == first_order
+    # second order (TINY's): two more copies of θ per task, and the inner batches' activations and their gradients
+    assert estimate.parts == {**first_order, "adapted": 4 * (2 * steps * t + 2 * t) * p,
+                              "activations": 4 * horizon * t * e * 16 * (1 + 2 * steps)}
     training = estimate.parts["adapted"] + estimate.parts["rollouts"] + estimate.parts["activations"]
     assert estimate.total == estimate.parts["parameters"] + max(training, estimate.parts["evaluation"])
-    with pytest.raises(MemoryCheckError, match=r"^policy_kwargs.hidden_sizes=\[16\] needs at least 55.2 kB of memory "
-                                               r"\(evaluation 26.3 kB, .*\) but 1.0 kB is available; lower "
+    with pytest.raises(MemoryCheckError, match=r"^policy_kwargs.hidden_sizes=\[16\] needs at least 107.8 kB of "
+                                               r"memory \(activations 76.8 kB, .*\) but 1.0 kB is available; lower "
                                                r"policy_kwargs.hidden_sizes$"):
         check_memory(config, available=1000)
     assert available_memory() is None or available_memory() > 0
@@ -304,11 +394,11 @@ def test_the_shipped_configs_need_far_less_than_a_small_machine(tmp_path, name):
 
 
 HUGE = [
-    (["meta_batch_size=1000000000"], "error: meta_batch_size=1000000000 needs at least 26.3 TB of memory"),
-    (["episodes_per_task=1000000000"], "error: episodes_per_task=1000000000 needs at least 25.6 TB of memory"),
+    (["meta_batch_size=1000000000"], "error: meta_batch_size=1000000000 needs at least 52.5 TB of memory"),
+    (["episodes_per_task=1000000000"], "error: episodes_per_task=1000000000 needs at least 51.2 TB of memory"),
     (["eval_every=1", "eval_tasks=1000000000"], "error: eval_tasks=1000000000 needs at least 13.1 TB of memory"),
     (["policy_kwargs.hidden_sizes=[1000000000]"],
-     "error: policy_kwargs.hidden_sizes=[1000000000] needs at least 1.8 TB of memory"),
+     "error: policy_kwargs.hidden_sizes=[1000000000] needs at least 5.1 TB of memory"),
 ]
 
 

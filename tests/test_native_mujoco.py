@@ -304,6 +304,7 @@ def test_runs_and_checkpoints_from_before_the_native_simulator_resume_and_load_o
         saved = json.loads(state["config"])
         del saved["family_kwargs"]["simulator"]
         state["config"] = json.dumps(saved)
+        del state["digest"]  # such files had no digest either
         torch.save(state, run_dir / name)
     assert msr.MetaSGD.load(run_dir / "final.pt").family.simulator == "gymnasium"
     resumed = Run.resume(run_dir, sets=["iterations=3"])

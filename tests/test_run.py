@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -336,3 +337,204 @@ def test_resuming_a_finished_run_changes_nothing_and_says_so_in_one_line(tmp_pat
         out = capsys.readouterr().out
         assert out == (f"metasgd-rl: run {b} is already at iteration 2 of 2; nothing to do (give --set "
                        "iterations=M with M > 2 to train longer)\n")
+
+
+# -- a resume checks the checkpoint and the logs before it changes anything -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A complete tiny run (3 iterations, a checkpoint at each) that the tests below copy and damage."""
+    return uninterrupted(tmp_path_factory.mktemp("finished") / "run", iterations=3, checkpoint_every=1, eval_every=0)
+
+
+def copy_run(finished: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(finished, tmp_path / "run"))
+
+
+def snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every path under ``directory`` with the bytes of the files."""
+    return {str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None
+            for p in sorted(directory.rglob("*"))}
+
+
+def refused_resume(run_dir: Path, capsys) -> str:
+    """``train --resume run_dir`` for one more iteration must be refused in one line (exit 1), changing nothing."""
+    before = snapshot(run_dir)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--set", "iterations=4"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"metasgd-rl: error: cannot resume {run_dir}: ") and err.count("\n") == 1, err
+    assert err.rstrip().endswith("(nothing was changed)"), err
+    assert snapshot(run_dir) == before
+    return err
+
+
+FINAL_OFFERED = ("its final.pt (iteration 3) is intact and belongs to the run: to continue from it, move "
+                 "checkpoint.pt aside and copy final.pt to checkpoint.pt")
+
+
+@pytest.mark.parametrize("other, expect", [
+    (dict(seed=1), "seed (config.yaml 0, checkpoint 1)"),
+    (dict(policy_kwargs=dict(hidden_sizes=[8])), "policy_kwargs.hidden_sizes (config.yaml [16], checkpoint [8])"),
+    (dict(algo="maml"), "algo (config.yaml 'metasgd', checkpoint a MAML model)"),
+    (dict(family="Navigation2D-v0", family_kwargs=dict(max_episode_steps=7)),
+     "family_kwargs.max_episode_steps (config.yaml None, checkpoint 7)"),
+], ids=["seed", "policy size", "algo", "family"])
+def test_resume_refuses_a_checkpoint_from_another_run(tmp_path, finished, capsys, other, expect):
+    run_dir = copy_run(finished, tmp_path)
+    foreign = uninterrupted(tmp_path / "other", iterations=1, checkpoint_every=1, eval_every=0, **other)
+    shutil.copy(foreign / "checkpoint.pt", run_dir / "checkpoint.pt")
+    err = refused_resume(run_dir, capsys)
+    assert "its checkpoint.pt does not belong to this run: it differs from config.yaml in " in err and expect in err
+    assert FINAL_OFFERED in err  # the run's own final.pt still matches its config.yaml
+
+
+def test_resume_refuses_a_config_yaml_edited_after_the_run_started(tmp_path, finished, capsys):
+    run_dir = copy_run(finished, tmp_path)
+    config = run_dir / "config.yaml"
+    edits = {"seed: 0": "seed: 1", "gamma: 0.99": "gamma: 0.9", "gae_lambda: 1.0": "gae_lambda: 0.5",
+             "meta_batch_size: 2": "meta_batch_size: 3"}
+    text = config.read_text()
+    for old, new in edits.items():
+        assert old in text
+        text = text.replace(old, new)
+    config.write_text(text)
+    err = refused_resume(run_dir, capsys)
+    assert ("differs from config.yaml in meta_batch_size (config.yaml 3, checkpoint 2), gamma (config.yaml 0.9, "
+            "checkpoint 0.99), gae_lambda (config.yaml 0.5, checkpoint 1.0) and 1 more, so it comes from another run "
+            "or config.yaml was edited after the run started") in err
+    assert "put back the run's own checkpoint.pt or config.yaml, or start a new run" in err  # final.pt differs too
+
+
+def test_a_run_and_checkpoint_from_before_the_digest_and_later_keys_still_resume(tmp_path, finished):
+    run_dir = copy_run(finished, tmp_path)
+    for name in ("checkpoint.pt", "final.pt"):  # files from before the digest and before num_threads existed
+        state = load_state(run_dir / name)
+        del state["digest"]
+        config = json.loads(state["config"])
+        del config["num_threads"]
+        torch.save({**state, "config": json.dumps(config)}, run_dir / name)
+    text = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(text.replace("num_threads: 1\n", ""))
+    assert main(["train", "--resume", str(run_dir), "--set", "iterations=4"]) == 0
+    assert [r["iteration"] for r in metrics_rows(run_dir)] == ["1", "2", "3", "4"]
+
+
+def flip_first_float(path: Path, tensor: torch.Tensor, bit: int) -> None:
+    """Flip bit ``bit`` of ``tensor``'s first (float32) element where the file at ``path`` stores it."""
+    data = bytearray(path.read_bytes())
+    at = data.find(tensor.contiguous().numpy().tobytes())
+    assert at >= 0 and bit < 32
+    data[at + bit // 8] ^= 1 << (bit % 8)
+    path.write_bytes(bytes(data))
+
+
+def nan_in_adam(path: Path) -> None:
+    """Overwrite the first second moment of the outer Adam's state in the file at ``path`` with a NaN's bytes."""
+    data = bytearray(path.read_bytes())
+    moment = load_state(path)["outer"]["state"][0]["exp_avg_sq"]
+    at = data.find(moment.contiguous().numpy().tobytes())
+    assert at >= 0
+    data[at: at + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+
+
+def damage_checkpoint(path: Path, damage: str) -> str:
+    """Damage the checkpoint file ``path``; returns what the refusal must say."""
+    if damage == "sign bit":
+        flip_first_float(path, load_state(path)["policy"]["layers.0.weight"], 31)
+        return f"{path} is damaged: its contents do not match the sha256 digest stored with them"
+    if damage == "exponent bit":
+        flip_first_float(path, load_state(path)["step_sizes"]["alphas.layers__0__weight"], 30)
+        return f"{path} is damaged: its contents do not match the sha256 digest stored with them"
+    if damage == "NaN in Adam's state":
+        nan_in_adam(path)
+        return f"{path} holds non-finite values (NaN or inf) in state.0.exp_avg_sq of the outer optimiser's state"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+        return f"{path} is not a metasgd-rl checkpoint"
+    path.unlink()
+    path.mkdir()
+    return "its checkpoint.pt is a directory, not a checkpoint file"
+
+
+DAMAGES = ["sign bit", "exponent bit", "NaN in Adam's state", "truncated", "a directory"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_resume_refuses_a_damaged_checkpoint_and_offers_the_intact_final_file(tmp_path, finished, capsys, damage):
+    run_dir = copy_run(finished, tmp_path)
+    expect = damage_checkpoint(run_dir / "checkpoint.pt", damage)
+    err = refused_resume(run_dir, capsys)
+    assert expect in err and FINAL_OFFERED in err, err
+
+
+def test_resume_with_no_intact_checkpoint_at_all_says_so(tmp_path, finished, capsys):
+    run_dir = copy_run(finished, tmp_path)
+    expect = damage_checkpoint(run_dir / "checkpoint.pt", "NaN in Adam's state")
+    damage_checkpoint(run_dir / "final.pt", "sign bit")
+    err = refused_resume(run_dir, capsys)
+    assert expect in err and "it has no intact final.pt to continue from either: restore checkpoint.pt or start a " \
+        "new run" in err
+
+
+def test_resume_does_not_restart_from_zero_when_the_checkpoint_is_missing(tmp_path, finished, capsys):
+    run_dir = copy_run(finished, tmp_path)
+    (run_dir / "checkpoint.pt").unlink()
+    err = refused_resume(run_dir, capsys)
+    assert "it has no checkpoint.pt although it has final.pt, and resuming would start again from iteration 0" in err
+    assert FINAL_OFFERED in err
+    (run_dir / "final.pt").unlink()  # logs past the first checkpoint give it away too
+    err = refused_resume(run_dir, capsys)
+    assert "its logs reach iteration 3 and a checkpoint is written every 1" in err
+    assert "it has no intact final.pt to continue from either" in err
+
+
+def replace_line(path: Path, number: int, line: str | bytes) -> None:
+    """Replace line ``number`` (1-based) of ``path`` with ``line`` (its newline included)."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[number - 1] = line.encode() if isinstance(line, str) else line
+    path.write_bytes(b"".join(lines))
+
+
+def cut_field(path: Path, number: int) -> None:
+    replace_line(path, number, path.read_text().splitlines()[number - 1].rsplit(",", 1)[0] + "\n")
+
+
+LOG_DAMAGES = {
+    "misspelt header": (lambda d: replace_line(d / "metrics.csv", 1, (d / "metrics.csv").read_text().splitlines()[0]
+                                               .replace("iteration", "iteratoin") + "\n"),
+                        "the header of its metrics.csv is damaged ('iteratoin,loss,"),
+    "header lost a column": (lambda d: cut_field(d / "metrics.csv", 1), "line 2 of its metrics.csv has"),
+    "row lost a field": (lambda d: cut_field(d / "metrics.csv", 3), "line 3 of its metrics.csv has"),
+    "row lost": (lambda d: replace_line(d / "metrics.csv", 3, ""), "its metrics.csv goes from iteration 1 to 3"),
+    "last rows lost": (lambda d: replace_line(d / "metrics.csv", 4, ""),
+                       "its metrics.csv ends at iteration 2, before the checkpoint's 3"),
+    "not UTF-8": (lambda d: replace_line(d / "metrics.csv", 2, b"1,\xff\xfe\n"),
+                  "line 2 of its metrics.csv is not UTF-8"),
+    "metrics.csv a directory": (lambda d: ((d / "metrics.csv").unlink(), (d / "metrics.csv").mkdir()),
+                                "its metrics.csv is a directory"),
+    "a tasks line that is not JSON": (lambda d: replace_line(d / "tasks.jsonl", 2, "{\"iteration\": 2, \"ta\n"),
+                                      "line 2 of its tasks.jsonl is not a JSON record"),
+    "a multi-MB tasks line": (lambda d: replace_line(d / "tasks.jsonl", 2, "x" * (9 * 2**20) + "\n"),
+                              "line 2 of its tasks.jsonl is over 8 MiB long"),
+}
+
+
+@pytest.mark.parametrize("damage", list(LOG_DAMAGES))
+def test_resume_refuses_logs_it_would_lose_rows_of(tmp_path, finished, capsys, damage):
+    run_dir = copy_run(finished, tmp_path)
+    make, expect = LOG_DAMAGES[damage]
+    make(run_dir)
+    err = refused_resume(run_dir, capsys)
+    assert expect in err and "would lose its rows: repair it, or move it aside to continue without them" in err, err
+
+
+def test_a_log_that_began_with_a_later_resume_does_not_block_the_next_one(tmp_path, finished):
+    run_dir = copy_run(finished, tmp_path)
+    (run_dir / "tasks.jsonl").unlink()  # a run directory copied without it, as the study's snapshots are
+    assert main(["train", "--resume", str(run_dir), "--set", "iterations=4"]) == 0
+    assert [json.loads(line)["iteration"] for line in (run_dir / "tasks.jsonl").read_text().splitlines()] == [4]
+    assert main(["train", "--resume", str(run_dir), "--set", "iterations=5"]) == 0
+    assert [r["iteration"] for r in metrics_rows(run_dir)] == ["1", "2", "3", "4", "5"]
