@@ -3,6 +3,13 @@
 from metasgd_rl import startup as _startup  # first: the command's Ctrl-C handler while torch imports (see startup)
 from metasgd_rl.advantages import compute_advantages
 from metasgd_rl.allocator import reuse_freed_memory
+from metasgd_rl.baselines import (
+    adaptation_samples,
+    budget_to_match,
+    ppo_from_scratch,
+    pretrain_multitask,
+    random_init,
+)
 from metasgd_rl.checks import TaskFamilyCheckError, TaskFamilyReport, check_task_family
 from metasgd_rl.estimators import AdvantageConfig, MetaBatch, meta_objective
 from metasgd_rl.evaluation import AdaptationResult, evaluate_adaptation
@@ -41,7 +48,9 @@ __all__ = [
     "TaskFamily",
     "TaskFamilyCheckError",
     "TaskFamilyReport",
+    "adaptation_samples",
     "alpha_probe",
+    "budget_to_match",
     "check_task_family",
     "compute_advantages",
     "evaluate_adaptation",
@@ -49,6 +58,9 @@ __all__ = [
     "make_policy",
     "make_task_family",
     "meta_objective",
+    "ppo_from_scratch",
+    "pretrain_multitask",
+    "random_init",
     "register_task_family",
     "reuse_freed_memory",
     "sample_episodes",

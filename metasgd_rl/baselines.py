@@ -93,7 +93,7 @@ def pretrain_multitask(
     outer_kwargs: Mapping[str, Any] | None = None,
     step_size: float = 0.1,
     seed: int = 0,
-    progress_bar: bool = False,
+    progress_bar: bool = True,
     callback: CallbackLike = None,
     **model_kwargs: Any,
 ) -> MAML:
@@ -111,6 +111,8 @@ def pretrain_multitask(
     ``model.iteration`` counts the pretraining iterations. ``callback`` gets each iteration's info dict
     (``pre_return``: mean return of θ on that iteration's tasks, before its update); returning ``False`` stops.
     ``model_kwargs`` go to :class:`~metasgd_rl.model.MAML` (``gamma``, ``baseline``, ``device``, ...).
+    ``progress_bar``: a live bar on stderr (iterations, the last pre-update return, seconds per iteration), as
+    ``MetaSGD.learn`` shows; ``False`` for none.
     """
     iterations = _positive_int("iterations", iterations)
     if outer not in PRETRAIN_OUTERS:
@@ -314,6 +316,26 @@ def _seed_int(ss: np.random.SeedSequence) -> int:
     return int(ss.generate_state(1)[0] >> 1)
 
 
+def _ppo_bar(total_steps: int, enabled: bool) -> Any:
+    """The tqdm bar of :func:`ppo_from_scratch`: PPO's env steps over every task and budget (disabled: a no-op)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total_steps, disable=not enabled, desc="PPO from scratch", unit="step", unit_scale=True,
+                dynamic_ncols=True)
+
+
+def _bar_callback(bar: Any) -> Any:
+    """An SB3 callback that advances ``bar`` by the env steps of each PPO step (SB3 imported on use, as above)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class BarCallback(BaseCallback):
+        def _on_step(self) -> bool:
+            bar.update(self.training_env.num_envs)
+            return True
+
+    return BarCallback()
+
+
 def ppo_from_scratch(
     family: str | TaskFamily,
     tasks: Sequence[Task],
@@ -325,7 +347,7 @@ def ppo_from_scratch(
     ppo_kwargs: Mapping[str, Any] | None = None,
     deterministic: bool = False,
     device: str = "cpu",
-    progress: bool = False,
+    progress_bar: bool = True,
 ) -> PPOResult:
     """Train SB3 PPO from scratch on each task with each budget of env steps; evaluate the trained policy.
 
@@ -342,6 +364,10 @@ def ppo_from_scratch(
     (SB3's ``log_std_init=0``) like theirs. Seeds: task i's PPO seed and evaluation seed derive from ``seed``
     and i only, so every budget of a task starts from the same network and the same evaluation episodes.
     SB3 seeds the global RNGs; their state is restored afterwards.
+
+    ``progress_bar``: a live bar on stderr counting PPO's env steps over all tasks and budgets (this is long work:
+    10 tasks × budgets [2000, 20000] take minutes), with the current task and budget and the last return;
+    ``False`` for none.
     """
     from stable_baselines3 import PPO
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -368,7 +394,9 @@ def ppo_from_scratch(
     returns = np.zeros((len(tasks), len(budgets)))
     seconds = np.zeros_like(returns)
     task_seeds = np.random.SeedSequence(int(seed)).spawn(len(tasks))
-    with _isolated_global_rng():
+    bar = _ppo_bar(len(tasks) * sum(t for _, _, t in schedules), progress_bar)
+    last = ""
+    with _isolated_global_rng(), bar:
         for i, task in enumerate(tasks):
             train_ss, eval_ss = task_seeds[i].spawn(2)
             for j, (n_steps, batch_size, _) in enumerate(schedules):
@@ -378,7 +406,8 @@ def ppo_from_scratch(
                     agent = PPO("MlpPolicy", family.make_env(task), n_steps=n_steps, batch_size=batch_size,
                                 seed=_seed_int(train_ss), device=device, policy_kwargs=sb3_policy_kwargs,
                                 verbose=0, **ppo_kwargs)
-                agent.learn(total_timesteps=budgets[j])
+                bar.set_postfix_str(f"task {i + 1}/{len(tasks)}, budget {budgets[j]:,}{last}")
+                agent.learn(total_timesteps=budgets[j], callback=_bar_callback(bar) if progress_bar else None)
                 seconds[i, j] = time.perf_counter() - start
                 eval_env = DummyVecEnv([lambda task=task: Monitor(family.make_env(task))])
                 eval_seed = _seed_int(eval_ss)
@@ -388,9 +417,7 @@ def ppo_from_scratch(
                                                      deterministic=deterministic, return_episode_rewards=True)
                 eval_env.close()
                 returns[i, j] = float(np.mean(episode_returns))
-                if progress:
-                    print(f"PPO task {i + 1}/{len(tasks)} budget {budgets[j]}: return {returns[i, j]:.2f} "
-                          f"({seconds[i, j]:.1f} s)", flush=True)
+                last = f", last return {returns[i, j]:.2f}"
     config = dict(policy_kwargs={k: (v.__name__ if isinstance(v, type) else v) for k, v in sb3_policy_kwargs.items()},
                   ppo_kwargs=ppo_kwargs, schedules=[dict(n_steps=n, batch_size=b) for n, b, _ in schedules],
                   seed=int(seed), device=device)

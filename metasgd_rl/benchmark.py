@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from metasgd_rl.tables import aligned_table
+
 STAGES = ("sampling", "adaptation", "objective", "meta_gradient", "conjugate_gradient", "line_search", "epochs")
 
 
@@ -202,35 +204,51 @@ def in_fresh_process(function: Callable[..., dict[str, Any]], **kwargs: Any) -> 
 
 
 def stage_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown: one row per setting, seconds per stage, total, the arithmetic floor, sampler throughput and
-    peak memory."""
+    """Markdown with aligned columns: one row per setting, seconds per stage (the stages of every row: "–" where
+    a setting has none, e.g. TRPO's conjugate gradient under Adam), total, the arithmetic floor, sampler
+    throughput and peak memory."""
     stages = [s for s in STAGES if any(s in r for r in rows)]
     head = ["outer", "sampler", "tasks", "episodes", "chunk", *(f"{s} (s)" for s in stages), "total (s)",
             "GFLOP", "floor (s)", "floor / total", "sampler steps/s", "peak MiB"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for r in rows:
         chunk = r.get("task_chunk_size")
-        cells = [r["outer"], r["sampler"], str(r["tasks"]), str(r["episodes"]), "–" if chunk is None else str(chunk),
-                 *(f"{r[s]:.3f}" if s in r else "–" for s in stages), f"**{r['total']:.3f}**",
-                 f"{r['gflop']:.1f}", f"{r['floor']:.3f}", f"{r['floor'] / r['total']:.0%}",
-                 f"{r['sampler_steps_per_s']:,.0f}", f"{r['peak_memory_mb']:,.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append([r["outer"], r["sampler"], str(r["tasks"]), str(r["episodes"]),
+                     "–" if chunk is None else str(chunk), *(f"{r[s]:.3f}" if s in r else "–" for s in stages),
+                     f"**{r['total']:.3f}**", f"{r['gflop']:.1f}", f"{r['floor']:.3f}",
+                     f"{r['floor'] / r['total']:.0%}", f"{r['sampler_steps_per_s']:,.0f}",
+                     f"{r['peak_memory_mb']:,.0f}"])
+    return aligned_table(head, body, align="ll" + "r" * (len(head) - 2))
 
 
 def throughput_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown: raw and sampler env steps/s per family and sampler kind."""
+    """Markdown with aligned columns: raw and sampler env steps/s per family and sampler kind."""
     kinds = [k.removesuffix("_steps_per_s") for k in rows[0] if k.endswith("_steps_per_s") and k != "raw_steps_per_s"]
     head = ["family", "tasks × episodes × horizon", "raw env steps/s", *(f"{k} sampler steps/s" for k in kinds),
             *(f"{k} overhead" for k in kinds)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for r in rows:
         raw = r["raw_steps_per_s"]
-        cells = [r["family"], f"{r['tasks']} × {r['episodes']} × {r['horizon']}", f"{raw:,.0f}",
-                 *(f"{r[f'{k}_steps_per_s']:,.0f}" for k in kinds),
-                 *(f"{raw / r[f'{k}_steps_per_s']:.2f}×" for k in kinds)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append([r["family"], f"{r['tasks']} × {r['episodes']} × {r['horizon']}", f"{raw:,.0f}",
+                     *(f"{r[f'{k}_steps_per_s']:,.0f}" for k in kinds),
+                     *(f"{raw / r[f'{k}_steps_per_s']:.2f}×" for k in kinds)])
+    return aligned_table(head, body)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _plural(n: int, noun: str) -> str:
+    """``"1 iteration"``, ``"5 iterations"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _medians(repeats: int, warmup: int) -> str:
+    """What the timings are, in words: ``"1 timed iteration, no warm-up"``, ``"medians of 5 iterations after
+    1 warm-up iteration"``."""
+    what = "1 timed iteration" if repeats == 1 else f"medians of {repeats} iterations"
+    return f"{what}, no warm-up" if warmup == 0 else f"{what} after {_plural(warmup, 'warm-up iteration')}"
 
 
 def run_benchmark(family: str = "Navigation2D-v0", tasks: Sequence[int] = (20,), episodes: Sequence[int] = (20,),
@@ -239,35 +257,40 @@ def run_benchmark(family: str = "Navigation2D-v0", tasks: Sequence[int] = (20,),
                   throughput_episodes: int = 20, repeats: int = 5, warmup: int = 1, threads: int | None = None,
                   ray_workers: int | None = None, estimator: str | None = None,
                   task_chunk_sizes: Sequence[int | None] = (None,),
-                  echo: Callable[[str], None] = print) -> dict[str, Any]:
+                  echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every (outer, sampler, tasks, episodes) setting of :func:`time_meta_iterations` and every
-    :func:`sampling_throughput` family, each in a fresh process; returns JSON-able results with markdown."""
+    :func:`sampling_throughput` family, each in a fresh process; returns JSON-able results with markdown.
+
+    ``echo`` gets one progress line per setting as it finishes (``"[2/3] adam, local sampler, 20 tasks × 20
+    episodes: 1.234 s per meta-iteration"``; default: printed to stderr), so that minutes of measuring are not
+    silent; the tables themselves are only in the returned ``markdown``, for the caller to print once.
+    """
+    echo = _to_stderr if echo is None else echo
     stage_rows, throughput_rows = [], []
     extra = {} if estimator is None else {"estimator": estimator}
-    for outer in outers:
-        for sampler in samplers:
-            for t in tasks:
-                for e in episodes:
-                    for chunk in task_chunk_sizes:
-                        row = in_fresh_process(time_meta_iterations, family=family, tasks=t, episodes=e,
-                                               outer=outer, repeats=repeats, warmup=warmup, threads=threads,
-                                               sampler=sampler, ray_workers=ray_workers, task_chunk_size=chunk,
-                                               **extra)
-                        stage_rows.append(row)
-                        echo(stage_table([row]).splitlines()[-1])
-    for family_id in throughput_families:
+    settings = [(outer, sampler, t, e, chunk) for outer in outers for sampler in samplers for t in tasks
+                for e in episodes for chunk in task_chunk_sizes]
+    count = len(settings) + len(throughput_families)
+    for i, (outer, sampler, t, e, chunk) in enumerate(settings, start=1):
+        row = in_fresh_process(time_meta_iterations, family=family, tasks=t, episodes=e, outer=outer,
+                               repeats=repeats, warmup=warmup, threads=threads, sampler=sampler,
+                               ray_workers=ray_workers, task_chunk_size=chunk, **extra)
+        stage_rows.append(row)
+        chunked = "" if chunk is None else f", chunks of {chunk} tasks"
+        echo(f"[{i}/{count}] {outer}, {sampler} sampler, {t} tasks × {e} episodes{chunked}: "
+             f"{row['total']:.3f} s per meta-iteration")
+    for i, family_id in enumerate(throughput_families, start=len(settings) + 1):
         row = in_fresh_process(sampling_throughput, family_id=family_id, tasks=throughput_tasks,
                                episodes=throughput_episodes, repeats=min(repeats, 3), samplers=samplers,
                                ray_workers=ray_workers)
         throughput_rows.append(row)
-        echo(throughput_table([row]).splitlines()[-1])
+        echo(f"[{i}/{count}] {family_id} throughput: {row['raw_steps_per_s']:,.0f} raw env steps/s")
     markdown = []
     if stage_rows:
-        markdown += [f"Seconds per meta-iteration on {family} by stage (medians of {repeats} iterations after "
-                     f"{warmup} warm-up), estimator {stage_rows[0]['estimator']}, torch threads "
-                     f"{stage_rows[0]['threads']}; floor = the iteration's matrix-product GFLOP at this process's "
-                     f"dense matmul rate ({stage_rows[0]['peak_gflops']:.0f} GFLOP/s):", "",
-                     stage_table(stage_rows), ""]
+        markdown += [f"Seconds per meta-iteration on {family} by stage ({_medians(repeats, warmup)}), estimator "
+                     f"{stage_rows[0]['estimator']}, torch threads {stage_rows[0]['threads']}; floor = the "
+                     "iteration's matrix-product GFLOP at this process's dense matmul rate "
+                     f"({stage_rows[0]['peak_gflops']:.0f} GFLOP/s):", "", stage_table(stage_rows), ""]
     if throughput_rows:
         markdown += ["Env transitions per second: single envs stepped in a Python loop (raw) vs the sampler with "
                      "a 2×100 policy, one set of parameters per task:", "", throughput_table(throughput_rows), ""]

@@ -318,7 +318,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from metasgd_rl.config import ConfigError
-    from metasgd_rl.report import ComparisonError, compare
+    from metasgd_rl.report import ComparisonError, compare, comparison_reference, difference_table
 
     _check_output("--out", args.out, directory=True)
     try:
@@ -332,6 +332,12 @@ def _compare(args: argparse.Namespace) -> int:
     for name, result in results.items():
         print(f"\n{name}")
         print(format_table(result))
+    reference = comparison_reference(results)
+    differences = difference_table(results, reference)
+    if differences is not None:
+        print(f"\nDifference from {reference}, paired over the {first.n_tasks} tasks (mean ± 95% CI, paired "
+              "t-test p-value):")
+        print(differences)
     print(f"\n{PROG}: report written to {path}")
     return 0
 
@@ -377,19 +383,18 @@ def _benchmark(args: argparse.Namespace) -> int:
     from metasgd_rl.benchmark import run_benchmark
     from metasgd_rl.config import ConfigError
     from metasgd_rl.io import atomic_write_text
-    from metasgd_rl.registry import list_task_families
+    from metasgd_rl.registry import list_task_families, unknown_family_message
 
     known = list_task_families()
     for family_id in [args.family, *args.throughput]:
         if family_id not in known:
-            raise ConfigError(f"family={family_id!r} is not allowed; use one of {known}")
+            raise ConfigError(unknown_family_message(family_id, subject=f"family={family_id!r}"))
     _check_output("--out", args.out, directory=True)  # before minutes of measuring
     results = run_benchmark(args.family, args.tasks, args.episodes, args.outer, args.sampler, args.throughput,
                             repeats=args.repeats, warmup=args.warmup, threads=args.threads,
                             ray_workers=args.ray_workers, estimator=args.estimator,
                             task_chunk_sizes=args.task_chunk_size)
-    print()
-    print(results["markdown"])
+    print(results["markdown"].rstrip())  # the tables, once (stderr had a progress line per setting)
     if args.out is not None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

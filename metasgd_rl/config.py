@@ -518,7 +518,7 @@ def _resolve_family(family: str, family_kwargs: Mapping[str, Any]) -> Any:
     from metasgd_rl.registry import list_task_families, make_task_family, unknown_family_message
 
     if family not in list_task_families():
-        raise ConfigError(f"family={short_repr(family)} is not allowed: {unknown_family_message(family)}")
+        raise ConfigError(unknown_family_message(family, subject=f"family={short_repr(family)}"))
     try:
         instance = make_task_family(family, **family_kwargs)
     except ImportError as err:

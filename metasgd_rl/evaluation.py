@@ -29,6 +29,7 @@ from metasgd_rl.io import atomic_write_text
 from metasgd_rl.model import _int_at_least, first_nonfinite_in
 from metasgd_rl.sampler import EpisodeBatch
 from metasgd_rl.stats import t_ci95
+from metasgd_rl.tables import aligned_table
 
 if TYPE_CHECKING:
     from metasgd_rl.model import MetaSGD
@@ -169,6 +170,44 @@ class AdaptationResult:
         """Half-width of the 95% confidence interval of :meth:`success_mean` over tasks (Student's t, as
         :meth:`ci95`); None without a success flag."""
         return None if self.success is None else t_ci95(self.success, axis=0)
+
+    # -- display ---------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        """One line (the arrays would be thousands of characters): what was evaluated and the mean return after
+        each step (the first and last beyond five steps)."""
+        means = [f"{m:.2f}" for m in self.mean()]
+        if len(means) > 5:
+            means = [means[0], "…", means[-1]]
+        return (f"AdaptationResult(method={self.method!r}, family={self.family!r}, {self.n_tasks} {self.split} "
+                f"tasks, {self.episodes} episodes, steps 0..{self.steps}, mean return {' → '.join(means)})")
+
+    def _title(self) -> str:
+        name = self.method or "AdaptationResult"
+        family = f" on {self.family}" if self.family else ""
+        seed = "" if self.seed is None else f", seed {json.dumps(self.seed)}"
+        return (f"{name}{family}: {self.n_tasks} {self.split} tasks, {self.episodes} episodes per task and step"
+                f"{seed}")
+
+    def _table(self) -> str:
+        """Mean return ± 95% CI (and success rate, where recorded) after 0..K inner steps, one row per step."""
+        def cell(mean: float, ci: float) -> str:
+            return f"{mean:.2f} ± {'n/a' if not math.isfinite(ci) else f'{ci:.2f}'}"
+
+        header = ["inner steps", "mean return ± 95% CI"]
+        columns = [[cell(m, c) for m, c in zip(self.mean(), self.ci95(), strict=True)]]
+        if self.success is not None:
+            header.append("success rate ± 95% CI")
+            columns.append([cell(m, c) for m, c in zip(self.success_mean(), self.success_ci95(), strict=True)])
+        return aligned_table(header, [[str(k), *(col[k] for col in columns)] for k in range(self.steps + 1)],
+                             align="r" * len(header))
+
+    def summary(self) -> str:
+        """A short text table: what was evaluated, then mean return ± 95% CI over tasks after 0..K steps."""
+        return f"{self._title()}\n{self._table()}"
+
+    def _repr_markdown_(self) -> str:
+        """The :meth:`summary` table as markdown, which notebooks (Jupyter) render."""
+        return f"**{self._title()}**\n\n{self._table()}\n"
 
     # -- JSON ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

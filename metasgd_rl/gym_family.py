@@ -39,7 +39,9 @@ class GymTaskFamily(TaskFamily):
 
     ``env_id`` is a gymnasium id (``"CartPole-v1"``) or a callable returning an env; ``env_kwargs`` go to
     ``gymnasium.make`` (or the callable). ``parameters`` maps attribute paths to distributions (or their dict
-    form). ``max_episode_steps`` defaults to the env's registered time limit.
+    form). ``max_episode_steps`` defaults to the env's registered time limit. Declaring no parameters is refused
+    with a list of those the env has (:func:`tunable_parameters`), so ``GymTaskFamily("Acrobot-v1")`` shows what
+    Acrobot can vary.
 
     Subclasses may declare ``env_id``, ``parameters``, ``env_kwargs`` and ``max_episode_steps`` as class
     attributes, wrap the env in :meth:`make_base_env` (e.g. a reward that depends on a task parameter held
@@ -63,12 +65,14 @@ class GymTaskFamily(TaskFamily):
         if self.env_id is None:
             raise ValueError(f"{type(self).__name__}: give env_id (a gymnasium id or a callable returning an env)")
         declared = parameters if parameters is not None else type(self).parameters
-        if not isinstance(declared, Mapping) or not declared:
+        self.env_kwargs = dict(env_kwargs if env_kwargs is not None else type(self).env_kwargs)
+        if not isinstance(declared, Mapping):
             raise ValueError(f"{self._name}: parameters must be a non-empty mapping {{path: distribution}}, "
                              f"got {declared!r}")
+        if not declared:
+            raise ValueError(self._no_parameters_message())
         self.parameters = {str(p): parse_distribution(d, name=f"{self._name} parameter {p!r}")
                            for p, d in declared.items()}
-        self.env_kwargs = dict(env_kwargs if env_kwargs is not None else type(self).env_kwargs)
         horizon = max_episode_steps if max_episode_steps is not None else type(self).max_episode_steps
         self._pool: list[gym.Env] = []
 
@@ -92,9 +96,31 @@ class GymTaskFamily(TaskFamily):
         env = getattr(self, "env_id", None)
         return f"{type(self).__name__}({env if isinstance(env, str) else getattr(env, '__name__', env)!r})"
 
+    def _no_parameters_message(self) -> str:
+        """The refusal of a family that declares no parameter, listing those the env has (one line), so that the
+        user can pick some without reading the env's source."""
+        try:
+            env = self.make_base_env(1)
+        except Exception as err:  # still the missing declaration first, then why the list is missing
+            return (f"{self._name}: declare which parameters vary, e.g. parameters={{'PARAMETER': Uniform(0.5, 2.0, "
+                    f"scale=True)}} (its env could not be built to list them: {type(err).__name__}: {err})")
+        try:
+            example = example_parameter(env) or "PARAMETER"
+            return (f"{self._name}: declare which parameters vary, e.g. parameters={{{example!r}: Uniform(0.5, 2.0, "
+                    f"scale=True)}} (scale=True multiplies the default value); {tunable_summary(env)}")
+        finally:
+            env.close()
+
     def _check_parameter(self, env: gym.Env, path: str, dist: Distribution) -> np.ndarray:
-        """The env's default value of ``path``, after checking the distribution can be written there."""
-        default = np.array(resolve_path(env, path, env_name=self._name).get(), dtype=np.float64)
+        """The env's default value of ``path``, after checking the distribution can be written there. A path the env
+        lacks, with nothing close to suggest, is refused with the parameters the env does have."""
+        try:
+            slot = resolve_path(env, path, env_name=self._name)
+        except ParameterPathError as err:
+            if "Did you mean" in str(err) or "no attribute" not in str(err):
+                raise
+            raise ParameterPathError(f"{err} {tunable_summary(env)}") from None
+        default = np.array(slot.get(), dtype=np.float64)
         shape = self.value_shape(path, default.shape)
         if dist.scale:
             try:
@@ -222,6 +248,89 @@ class GymTaskFamily(TaskFamily):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, env_id={self.describe()['env_id']!r}, " \
                f"parameters={sorted(self.parameters)})"
+
+
+#: arrays of a MuJoCo model that task families commonly vary (ProMP's rand_param_envs: masses, inertias,
+#: damping, friction), listed by :func:`tunable_parameters` when the env has a MuJoCo model
+MUJOCO_PARAMETERS = ("model.body_mass", "model.body_inertia", "model.dof_damping", "model.geom_friction")
+#: how many parameters a one-line message lists before "... (N more)"
+SHOWN_PARAMETERS = 16
+
+
+def _is_numeric(value: Any) -> bool:
+    """Whether a :class:`GymTaskFamily` can vary ``value``: a number (not a bool) or a non-empty numeric array."""
+    if isinstance(value, np.ndarray):
+        return value.size > 0 and np.issubdtype(value.dtype, np.number)
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def tunable_parameters(env: gym.Env) -> dict[str, Any]:
+    """The parameter paths a :class:`GymTaskFamily` can vary on ``env``, sorted, with their current values.
+
+    They are the public numeric attributes of ``env.unwrapped`` (its own and its classes', read without calling
+    properties, so listing them has no side effect), plus the common arrays of a MuJoCo model
+    (:data:`MUJOCO_PARAMETERS`) where the env has one. Shown to a user who has not declared any parameter yet.
+    """
+    unwrapped = env.unwrapped
+    attributes: dict[str, Any] = {}
+    for klass in reversed(type(unwrapped).__mro__):
+        attributes.update(vars(klass))
+    attributes.update(getattr(unwrapped, "__dict__", {}))
+    found = {name: attributes[name] for name in sorted(attributes)
+             if not name.startswith("_") and _is_numeric(attributes[name])}
+    model = getattr(unwrapped, "__dict__", {}).get("model")
+    if model is not None and type(model).__module__.split(".")[0] == "mujoco":
+        for path in MUJOCO_PARAMETERS:
+            value = getattr(model, path.split(".", 1)[1], None)
+            if _is_numeric(value):
+                found[path] = value
+    return found
+
+
+def tunable_summary(env: gym.Env) -> str:
+    """``"AcrobotEnv's numeric attributes: LINK_LENGTH_1=1, ..."``: :func:`tunable_parameters` on one line (arrays
+    as ``name[shape]``, at most :data:`SHOWN_PARAMETERS` of them), or a line saying that it has none."""
+    found = tunable_parameters(env)
+    name = type(env.unwrapped).__name__
+    if not found:
+        return f"{name} has no public numeric attribute to vary (a wrapper or subclass can expose one)"
+    shown = [f"{path}[{','.join(map(str, np.shape(value)))}]" if isinstance(value, np.ndarray) else
+             f"{path}={float(value):g}" for path, value in list(found.items())[:SHOWN_PARAMETERS]]
+    more = f", ... ({len(found) - SHOWN_PARAMETERS} more)" if len(found) > SHOWN_PARAMETERS else ""
+    return f"{name}'s numeric attributes: {', '.join(shown)}{more}"
+
+
+def example_parameter(env: gym.Env) -> str | None:
+    """A parameter path to quote in an example declaration (which scales it): a MuJoCo model's body masses where the
+    env has them, else its first non-zero mass, length or gravity, else its first non-zero numeric attribute; None if
+    it has none."""
+    found = tunable_parameters(env)
+    if MUJOCO_PARAMETERS[0] in found:
+        return MUJOCO_PARAMETERS[0]
+    nonzero = [path for path, value in found.items() if np.all(np.asarray(value) != 0)]
+    physical = [path for path in nonzero if any(word in path.lower() for word in ("mass", "length", "gravity"))]
+    return next(iter(physical + nonzero + list(found)), None)
+
+
+def gymnasium_advice(env_id: str) -> str:
+    """How to use the gymnasium env ``env_id`` as a task family (``family=GymEnv-v0`` with an example declaration)
+    and the parameters it has, on one line; only its parameters are left out if the env cannot be built here."""
+    import warnings
+
+    env = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            env = gym.make(env_id, disable_env_checker=True)
+        example, summary = example_parameter(env), tunable_summary(env)
+    except Exception as err:  # a missing dependency (Box2D, MuJoCo, ...): the advice stands without the list
+        example, summary = None, f"it cannot be built here to list its parameters ({type(err).__name__}: {err})"
+    finally:
+        if env is not None:
+            env.close()
+    name = example or "PARAMETER"
+    return (f"use it through family=GymEnv-v0 with family_kwargs={{env_id: {env_id}, parameters: {{{name}: "
+            f"{{uniform: [0.5, 2.0], scale: true}}}}}} (Python: GymTaskFamily); {summary}")
 
 
 def _plain(value: np.ndarray) -> float | list:

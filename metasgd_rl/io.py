@@ -104,6 +104,38 @@ def unwritable_reason(path: str | os.PathLike, directory: bool) -> str | None:
     return None
 
 
+#: how many entries of one folder :func:`close_path` compares at most (a did-you-mean must stay cheap)
+CLOSE_PATH_ENTRIES = 10_000
+
+
+def close_path(path: str | os.PathLike, directory: bool) -> str | None:
+    """An existing path that a missing ``path`` likely means, spelt as the user gave it (relative stays relative), or
+    None: each missing component is replaced by the closest name in its folder (difflib, ignoring case), so that
+    ``runs/x/fnal.pt`` gives ``runs/x/final.pt``. The last component is a folder if ``directory``, else a file. For
+    a one-line "did you mean" after a typo."""
+    import difflib
+    from itertools import islice
+
+    parts = Path(path).parts
+    found = Path()
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if not os.path.lexists(found / part):
+            try:
+                with os.scandir(found) as entries:
+                    names = {entry.name.lower(): entry.name for entry in islice(entries, CLOSE_PATH_ENTRIES)
+                             if (entry.is_dir() if directory or not last else entry.is_file())}
+            except OSError:
+                return None
+            close = difflib.get_close_matches(part.lower(), list(names), n=1)
+            if not close:
+                return None
+            part = names[close[0]]
+        found /= part
+    wanted = found.is_dir() if directory else found.is_file()
+    return os.fspath(found) if parts and wanted and found != Path(path) else None
+
+
 def fsync_path(path: str | os.PathLike) -> None:
     """Push a file's (or a folder's entries') written data to disk; a missing path is left alone."""
     try:

@@ -259,6 +259,30 @@ class EnvImportError(CheckpointError):
     ``env_id``), refused unless the caller allows it (``allow_env_imports=True``)."""
 
 
+class MissingFamilyError(CheckpointError, ImportError):
+    """A checkpoint whose task family is not installed here: no package declares its id, or the family needs a
+    package that is missing (an extra such as ``metasgd-rl[metaworld]``). An ``ImportError`` too, as building
+    the family raised before."""
+
+
+def _checkpoint_family(path: str | os.PathLike, family_id: str, family_kwargs: Any) -> TaskFamily:
+    """The family a checkpoint at ``path`` names, built; a :class:`MissingFamilyError` naming the family and what
+    provides it if it cannot be built here for want of a package."""
+    from metasgd_rl.registry import ENTRY_POINT_GROUP, UnknownTaskFamilyError
+
+    try:
+        return make_task_family(family_id, **dict(family_kwargs or {}))
+    except UnknownTaskFamilyError as err:
+        raise MissingFamilyError(
+            f"{path} was saved with task family {family_id!r}, which is not installed here: install the package "
+            f"that provides it (it declares {family_id!r} in the entry-point group {ENTRY_POINT_GROUP!r}) or, in "
+            "Python, import the module that registers it"
+        ) from err
+    except ImportError as err:  # the family's own message says what to install (e.g. pip install "metasgd-rl[mujoco]")
+        raise MissingFamilyError(f"{path} was saved with task family {family_id!r}, which cannot be built here: "
+                                 f"{err}") from err
+
+
 def _check_work_limits(path: str | os.PathLike, config: Mapping[str, Any], family: TaskFamily | None = None) -> None:
     """Refuse (:class:`CheckpointError`) a checkpoint whose config asks for more work than
     :mod:`metasgd_rl.limits` allows (a 1e9-step horizon would make an evaluation run for days)."""
@@ -328,7 +352,12 @@ def constructor_defaults() -> dict[str, Any]:
 class MetaSGD:
     """Meta-SGD for RL: meta-learns the policy initialisation θ and per-parameter step sizes α.
 
-    See ``DESIGN.md`` for the meaning of every argument. ``outer_kwargs`` go to the outer optimiser:
+    The documentation explains the arguments: the quickstart (``docs/getting-started.md``) shows them with their
+    choices, ``docs/concepts/alpha.md`` α's options, ``docs/concepts/estimators-and-outer-optimisers.md`` the
+    estimators and outer optimisers, ``docs/guides/configs-and-cli.md`` the sampler, Ray, ``task_chunk_size``
+    and ``num_threads``. Advantages are GAE(``gamma``, ``gae_lambda``) on ``baseline`` (``"linear"``: MAML-RL's
+    linear feature baseline, ``"none"``: returns-to-go), normalised per task when ``normalize_advantages``;
+    ``learn_alpha=False`` keeps α at ``alpha_init``. ``outer_kwargs`` go to the outer optimiser:
     TRPO (``max_kl``, ``cg_iters``, ``cg_damping``, ``ls_steps``, ``ls_ratio``, ``fvp``, ``fvp_subsample``),
     Adam (``lr``, ``max_grad_norm``) or PPO (``lr``, ``epochs``, ``clip``, ``inner_kl_penalty``,
     ``max_grad_norm``). ``family_kwargs`` go to :func:`make_task_family` when ``family`` is an id.
@@ -474,6 +503,38 @@ class MetaSGD:
     def alpha_in_outer(self) -> bool:
         """Whether α is part of the outer optimiser's parameter vector (learned, ``alpha_optimizer="joint"``)."""
         return self.learn_alpha and self.alpha_optimizer == "joint"
+
+    # -- display ---------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        """One line for notebooks and logs: the class, the task family, how far it trained, the policy and α."""
+        family = repr(self.family.id or type(self.family).__name__)
+        if self.family.make_kwargs:  # e.g. Meta-World's env_name: which family this is
+            family += f" ({', '.join(f'{k}={v!r}' for k, v in sorted(self.family.make_kwargs.items()))})"
+        return (f"{type(self).__name__}(family={family}, iteration={self.iteration}, seed={self.seed}, "
+                f"policy={self._policy_summary()}, α {self._alpha_summary()})")
+
+    def _policy_summary(self) -> str:
+        """``"Gaussian MLP 2→100→100→2 relu, 10,702 θ"``: kind, layer sizes, activation and adapted entries."""
+        policy = self.policy
+        kind = type(policy).__name__.removesuffix("MLPPolicy") or type(policy).__name__
+        sizes = "→".join(str(n) for n in (policy.obs_dim, *policy.hidden_sizes, policy.out_dim))
+        entries = sum(p.numel() for p in policy.adaptable_parameters().values())
+        return f"{kind} MLP {sizes} {policy.activation}, {entries:,} θ"
+
+    def _alpha_summary(self) -> str:
+        """``"= 0.1 fixed, scalar"`` or ``"learned (adam), per element: mean 0.056, range [-0.3, 0.63], 23% < 0"``."""
+        sizes = self.step_sizes
+        values = torch.cat([v.detach().reshape(-1) for v in sizes.values().values()]).double().cpu()
+        tying = {"element": "per element", "tensor": "per tensor", "scalar": "scalar"}[sizes.granularity]
+        if sizes.num_steps > 1:
+            tying += f" and inner step ({sizes.num_steps})"
+        how = f"learned ({self.alpha_optimizer})" if self.learn_alpha else "fixed"
+        lo, hi = values.min().item(), values.max().item()
+        if lo == hi:
+            return f"= {lo:g} {how}, {tying}"
+        negative = 100 * (values < 0).double().mean().item()
+        return (f"{how}, {tying}: mean {values.mean().item():.3g}, range [{lo:.3g}, {hi:.3g}], "
+                f"{negative:.0f}% < 0")
 
     # -- seeding ---------------------------------------------------------------------------------
     def _seed_sequence(self, stream: int, *index: int) -> np.random.SeedSequence:
@@ -755,7 +816,7 @@ class MetaSGD:
                 config.pop(key, None)
         _check_work_limits(path, config)  # before the family is built with the horizon the file asks for
         if isinstance(config["family"], str):  # built once, here: its spaces give the tensors' shapes
-            config["family"] = make_task_family(config["family"], **dict(config.pop("family_kwargs", None) or {}))
+            config["family"] = _checkpoint_family(path, config["family"], config.pop("family_kwargs", None))
             _check_work_limits(path, {}, config["family"])
         if isinstance(config["family"], TaskFamily):
             _check_state_shapes(path, state, config["family"], config, MAML.FIXED if saved_class is MAML else {})

@@ -190,6 +190,16 @@ def _public_names(obj: Any) -> list[str]:
     return [n for n in dir(obj) if not n.startswith("_")]
 
 
+def close_names(name: str, names: list[str], n: int = 3) -> list[str]:
+    """The (at most ``n``) ``names`` most like ``name``, closest first, ignoring case: envs spell their parameters in
+    either case (Acrobot's ``LINK_LENGTH_1``, CartPole's ``length``), and a user types ``link_length_1``."""
+    by_lower: dict[str, list[str]] = {}
+    for other in names:
+        by_lower.setdefault(other.lower(), []).append(other)
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=n)
+    return [other for lowered in close for other in by_lower[lowered]][:n]
+
+
 @dataclass(frozen=True)
 class ParameterSlot:
     """Where one parameter lives: ``owner.attr`` (an array is written in place)."""
@@ -233,7 +243,7 @@ def resolve_path(env: gym.Env, path: str, env_name: str = "the environment") -> 
     owner = next((obj for obj in chain if _has(obj, parts[0])), None)
     if owner is None:
         names = sorted({n for obj in chain for n in _public_names(obj)})
-        close = difflib.get_close_matches(parts[0], names, n=3)
+        close = close_names(parts[0], names)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise ParameterPathError(
             f"{env_name} has no parameter {path!r}: no attribute {parts[0]!r} on its wrappers or on "
@@ -242,7 +252,7 @@ def resolve_path(env: gym.Env, path: str, env_name: str = "the environment") -> 
     for i, part in enumerate(parts[1:], start=1):
         obj = getattr(owner, parts[i - 1])
         if not _has(obj, part):
-            close = difflib.get_close_matches(part, _public_names(obj), n=3)
+            close = close_names(part, _public_names(obj))
             hint = f" Did you mean {', '.join(repr('.'.join(parts[:i] + [c])) for c in close)}?" if close else ""
             raise ParameterPathError(
                 f"{env_name} has no parameter {path!r}: {'.'.join(parts[:i])!r} "

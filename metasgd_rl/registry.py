@@ -163,9 +163,11 @@ def _resolve(spec: FamilySpec) -> Callable[..., TaskFamily]:
         module = importlib.import_module(module_name)
         return getattr(module, attr)
     except Exception as err:  # an import error inside a plugin is reported, not swallowed
+        missing = getattr(err, "name", None) if isinstance(err, ModuleNotFoundError) else None
+        advice = f"; install the package that provides the module {missing!r}" if missing else ""
         raise ImportError(
-            f"task family {spec.id!r}: could not import entry point {spec.entry_point!r} "
-            f"({type(err).__name__}: {err}). Registered families: {', '.join(list_task_families())}"
+            f"task family {spec.id!r} (declared by {spec.source}): could not import entry point "
+            f"{spec.entry_point!r} ({type(err).__name__}: {err}){advice}"
         ) from err
 
 
@@ -187,21 +189,58 @@ def close_family_ids(family_id: str, ids: list[str] | None = None) -> list[str]:
         prefix = min(len(target), len(other)) >= 4 and (other.startswith(target) or target.startswith(other))
         if ratio >= 0.8 or prefix:
             scored.append((-ratio, i))
-    return [i for _, i in sorted(scored)][:3]
+    return [i for _, i in sorted(scored, key=lambda item: item[0])][:3]  # ties keep the order of ``ids``
 
 
-def unknown_family_message(family_id: str) -> str:
-    """One line: ``family_id`` is not registered in this process, how to make it known everywhere, close ids."""
+def close_gymnasium_id(family_id: str) -> str | None:
+    """The gymnasium env id that ``family_id`` names or likely means (``acrobot-v2`` means ``Acrobot-v1``: the
+    newest version of the closest name), or None. Only gymnasium's registry is read: no module is imported."""
+    import re
+
+    import gymnasium as gym
+
+    if not isinstance(family_id, str):
+        return None
+    if family_id in gym.registry:
+        return family_id
+
+    def name_then_newest(env_id: str) -> tuple[str, int]:
+        name, version = re.fullmatch(r"(.*?)(?:-v(\d+))?", env_id).groups()
+        return name.lower(), -int(version or 0)
+
+    close = close_family_ids(family_id, sorted(gym.registry, key=name_then_newest))
+    return close[0] if close else None
+
+
+#: where an unknown-family message sends the user for the registered ids
+LIST_HINT = "metasgd-rl families lists them"
+
+
+def unknown_family_message(family_id: str, subject: str | None = None) -> str:
+    """One line saying that ``family_id`` is not registered (``subject`` names it, by default ``task family 'X'``),
+    leading with what the user likely meant: close registered ids; for a gymnasium env id (or one close to it), how
+    to use that env through ``GymEnv-v0`` and the parameters it has; only when nothing is close, how to register a
+    family so that every process (the CLI, Ray workers) knows it."""
+    from metasgd_rl.gym_family import gymnasium_advice
+
     _load_plugins()
+    subject = subject or f"task family {family_id!r}"
     close = close_family_ids(family_id)
-    hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+    meant = f"did you mean {' or '.join(map(repr, close))}?"
+    env_id = close_gymnasium_id(family_id)
+    if env_id is not None and env_id == family_id:
+        return f"{subject} is a gymnasium env, not a task family: " + \
+            (f"{meant} Or {gymnasium_advice(env_id)}" if close else gymnasium_advice(env_id))
+    if close:
+        return f"{subject} is not registered; {meant} ({LIST_HINT})"
+    if env_id is not None:
+        return f"{subject} is not registered; did you mean gymnasium's {env_id!r}? If so, {gymnasium_advice(env_id)}"
     return (
-        f"unknown task family {family_id!r}: it is not registered in this process. {hint}A family registered with "
-        "register_task_family() or @register_task_family exists only in a process that imported the module doing "
-        "it; the metasgd-rl command and Ray workers are fresh processes, so declare it as an entry point of your "
-        f"package (pyproject.toml: [project.entry-points.\"{ENTRY_POINT_GROUP}\"] {json.dumps(str(family_id))} = "
-        "\"your_package.module:YourFamily\", then pip install -e .), or, in Python, import that module first. "
-        f"Registered families: {', '.join(sorted(_REGISTRY)) or '(none)'}"
+        f"{subject} is not registered in this process: a family registered in Python (register_task_family) exists "
+        "only in a process that imported its module, and the metasgd-rl command and Ray workers are fresh processes; "
+        f"declare it as an entry point of your package (pyproject.toml: [project.entry-points.\"{ENTRY_POINT_GROUP}\"] "
+        f"{json.dumps(str(family_id))} = \"your_package.module:YourFamily\", then pip install -e .) or, in Python, "
+        f"import that module first ({LIST_HINT})"
     )
 
 

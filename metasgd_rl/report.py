@@ -14,6 +14,9 @@ What it draws:
 
 - adaptation curves: mean return over tasks vs inner step 0..K with 95% Student-t confidence bands, one line
   per method (``adaptation.png``) and the same numbers as a markdown table;
+- the comparison: each method minus the first MAML result (else the first result), paired over the tasks they
+  share, after each step: mean difference ± 95% t-interval and the paired t-test's p-value (also in
+  ``results.json`` under ``comparison``);
 - meta-training learning curves from each run's ``metrics.csv``: pre- and post-adaptation return on the
   training tasks vs iteration, and the held-out evaluation columns (``eval/*``) where logged
   (``learning_curves.png``);
@@ -38,6 +41,7 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +54,11 @@ from metasgd_rl.evaluation import (
     evaluation_tasks,
     seed_from_json,
 )
-from metasgd_rl.io import atomic_write_bytes, atomic_write_text, unwritable_reason
+from metasgd_rl.io import atomic_write_bytes, atomic_write_text, close_path, unwritable_reason
 from metasgd_rl.probe import alpha_probe, hidden_layer_names
+from metasgd_rl.stats import PairedTest, paired_test
 from metasgd_rl.step_sizes import alpha_key
+from metasgd_rl.tables import aligned_table
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -88,13 +94,31 @@ def load_checkpoint(path: str | os.PathLike, name: str = "CHECKPOINT", allow_env
     except (EnvImportError, CheckpointError) as err:  # their messages name the file and what is wrong
         raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: {err}") from err
     except FileNotFoundError as err:
-        raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: no such file") from err
+        raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: {_missing_file(path)}") from err
     except IsADirectoryError as err:
-        raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: it is a directory; give a checkpoint "
-                              "file (a run directory's final.pt or checkpoint.pt)") from err
+        raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: {_directory_advice(path)}") from err
     except (ValueError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError, OSError) as err:
         raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: it is not a loadable metasgd-rl "
                               f"checkpoint ({type(err).__name__}: {err})") from err
+
+
+def _missing_file(path: str | os.PathLike) -> str:
+    """Why a checkpoint ``path`` that does not exist is refused, with the file it likely means (a typo in its name
+    or folders: ``runs/x/fnal.pt`` gives ``runs/x/final.pt``)."""
+    meant = close_path(path, directory=False)
+    if meant is not None:
+        return f"no such file; did you mean {meant!r}?"
+    folder = Path(path).parent
+    return "no such file" if folder.is_dir() else f"no such file (no folder {os.fspath(folder)!r} either)"
+
+
+def _directory_advice(path: str | os.PathLike) -> str:
+    """Why a directory given as a checkpoint is refused: its own checkpoint file to give instead, for a run
+    directory, or what a checkpoint file is."""
+    try:
+        return f"it is a directory; did you mean its checkpoint {os.fspath(run_checkpoint(path))!r}?"
+    except ComparisonError:
+        return "it is a directory; give a checkpoint file (a run directory's final.pt or checkpoint.pt)"
 
 
 def run_checkpoint(run_dir: str | os.PathLike) -> Path:
@@ -103,7 +127,9 @@ def run_checkpoint(run_dir: str | os.PathLike) -> Path:
 
     directory = Path(run_dir)
     if not directory.is_dir():
-        raise ComparisonError(f"RUN_DIR={os.fspath(run_dir)!r} is not allowed: no such directory")
+        meant = None if directory.exists() else close_path(directory, directory=True)
+        hint = f"; did you mean {meant!r}?" if meant else ""
+        raise ComparisonError(f"RUN_DIR={os.fspath(run_dir)!r} is not allowed: no such directory{hint}")
     for name in (FINAL_FILE, CHECKPOINT_FILE):
         if (directory / name).is_file():
             return directory / name
@@ -261,6 +287,89 @@ def adaptation_table(results: Mapping[str, AdaptationResult], digits: int = 2, s
                  for k in range(steps + 1)]
         rows.append([name, *cells])
     return _md_table(["method", *(_step_header(k) for k in range(steps + 1))], rows)
+
+
+# -- paired differences -----------------------------------------------------------------------------------------
+
+
+def comparison_reference(results: Mapping[str, AdaptationResult]) -> str:
+    """The method the others are compared with: the first MAML result (named ``"MAML"`` or ``"MAML (...)"``, as
+    :func:`method_label` names MAML runs), else the first result."""
+    maml = METHOD_NAMES["MAML"]
+    return next((name for name in results if name == maml or name.startswith(f"{maml} ")), next(iter(results)))
+
+
+def paired_differences(results: Mapping[str, AdaptationResult], reference: str | None = None
+                       ) -> dict[str, list[PairedTest]]:
+    """Each method minus ``reference`` (default :func:`comparison_reference`), paired over tasks, per step.
+
+    ``{name: [paired_test(result.returns[:, k], reference.returns[:, k]) for k = 0..K]}`` with K the fewer of
+    the two results' steps. Only results evaluated on exactly the reference's tasks (in the same order) are
+    paired; the others, and the reference itself, are left out.
+    """
+    reference = comparison_reference(results) if reference is None else reference
+    base = results[reference]
+    return {name: [paired_test(result.returns[:, k], base.returns[:, k])
+                   for k in range(min(result.steps, base.steps) + 1)]
+            for name, result in results.items() if name != reference and result.tasks == base.tasks}
+
+
+def _fmt_p(p: float) -> str:
+    return "n/a" if not math.isfinite(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _fmt_difference(test: PairedTest, digits: int = 2) -> str:
+    """``"+3.70 ± 3.10 (p 0.020)"``: the mean paired difference, its 95% half-width and the paired t-test's p."""
+    return f"{test.difference:+.{digits}f} ± {_fmt(test.ci95, digits)} (p {_fmt_p(test.p_value)})"
+
+
+def difference_table(results: Mapping[str, AdaptationResult], reference: str | None = None,
+                     digits: int = 2) -> str | None:
+    """Markdown table (columns aligned, also for a terminal): one row per method, its difference from
+    ``reference`` after 0..K steps as :func:`paired_differences` computes it; None when no method pairs with it."""
+    reference = comparison_reference(results) if reference is None else reference
+    differences = paired_differences(results, reference)
+    if not differences:
+        return None
+    steps = max(len(tests) for tests in differences.values())
+    rows = [[f"{name} − {reference}", *(_fmt_difference(tests[k], digits) if k < len(tests) else "–"
+                                        for k in range(steps))]
+            for name, tests in differences.items()]
+    return aligned_table(["difference", *(_step_header(k) for k in range(steps))], rows)
+
+
+def difference_lines(results: Mapping[str, AdaptationResult], reference: str | None = None) -> list[str]:
+    """The report's lines on the paired differences (none when no method pairs with the reference)."""
+    reference = comparison_reference(results) if reference is None else reference
+    table = difference_table(results, reference)
+    if table is None:
+        return []
+    n_tasks = results[reference].n_tasks
+    unpaired = [name for name, r in results.items() if name != reference and r.tasks != results[reference].tasks]
+    lines = [f"Each method minus {reference}, paired over the same {n_tasks} tasks: the mean of the per-task "
+             "differences ± the half-width of its 95% Student-t interval, and the two-sided p-value of the paired "
+             "t-test of no difference (not corrected for the number of comparisons).", "", table, ""]
+    if unpaired:
+        lines += [f"Not paired (evaluated on other tasks than {reference}): {', '.join(unpaired)}.", ""]
+    return lines
+
+
+def comparison_to_json(results: Mapping[str, AdaptationResult], reference: str | None = None
+                       ) -> dict[str, Any] | None:
+    """:func:`paired_differences` as JSON-able data (non-finite numbers as null), None when nothing pairs."""
+    reference = comparison_reference(results) if reference is None else reference
+    differences = paired_differences(results, reference)
+    if not differences:
+        return None
+    return {"reference": reference, "test": "paired t-test over tasks, two-sided; ci95: half-width of the 95% "
+            "t-interval of the mean difference (method minus reference)",
+            "differences": {name: [{"step": k, **{key: _finite_or_null(value) for key, value in asdict(t).items()}}
+                                   for k, t in enumerate(tests)]
+                            for name, tests in differences.items()}}
+
+
+def _finite_or_null(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def has_success(results: Mapping[str, AdaptationResult]) -> bool:
@@ -483,10 +592,15 @@ def alpha_table(model: MetaSGD) -> str:
     return _md_table(header, rows)
 
 
+#: the fewest bins of a histogram of spread α
+MIN_ALPHA_BINS = 20
+
+
 def alpha_histogram_range(values: np.ndarray, max_bins: int = 40) -> tuple[tuple[float, float], int, str | None]:
     """The ``(range, bins, note)`` of a histogram of ``values`` (all inner steps of one tensor share them).
 
-    Spread values: their min to max, ``size // 4`` bins (5 to ``max_bins``), no note. Values all equal, or equal
+    Spread values: their min to max, ``size // 4`` bins (:data:`MIN_ALPHA_BINS` to ``max_bins``: a tensor of a
+    few entries gets a narrow bar per entry rather than a few wide blocks), no note. Values all equal, or equal
     up to rounding (max − min ≤ 1e-6·max|α|, as when α has not moved from α_init): a range widened symmetrically
     around them (±5% of the value, ±0.05 around 0) in 21 bins, so the plot shows one narrow bar in the middle
     rather than an empty panel, and the note ``"all α = 0.1"`` (``≈`` when they differ by rounding) says so.
@@ -498,17 +612,132 @@ def alpha_histogram_range(values: np.ndarray, max_bins: int = 40) -> tuple[tuple
     lo, hi = float(v.min()), float(v.max())
     scale = max(abs(lo), abs(hi))
     if hi - lo > 1e-6 * scale:
-        return (lo, hi), min(max_bins, max(5, v.size // 4)), None
+        return (lo, hi), min(max_bins, max(MIN_ALPHA_BINS, v.size // 4)), None
     center = (lo + hi) / 2
     half = 0.05 * abs(center) if center != 0 else 0.05
     return (center - half, center + half), 21, f"all α {'=' if hi == lo else '≈'} {center:.4g}"
 
 
-def plot_alpha(model: MetaSGD, path: str | os.PathLike, title: str = "") -> Path:
-    """Per tensor, a histogram of α's values (one colour per inner step with ``alpha_per_step``), with
-    α_init and 0 marked; the title gives the fraction of negative entries, the mean and mean |α − α_init|.
-    Range and bins come from :func:`alpha_histogram_range`: a tensor whose α are all equal (e.g. still at
-    α_init) gets one centred bar and the title says ``all α = ...``."""
+#: a positive α whose largest entry is at least this many times its smallest is drawn on a logarithmic axis
+ALPHA_LOG_RATIO = 10.0
+#: when the tallest bin holds more than this fraction of a tensor's entries, the count axis is logarithmic
+ALPHA_LOG_COUNTS = 0.5
+ALPHA_INIT_STYLE: dict[str, Any] = dict(color="k", linestyle="--", linewidth=1)
+ZERO_STYLE: dict[str, Any] = dict(color="r", linestyle=":", linewidth=1)
+
+
+@dataclass(frozen=True)
+class AlphaAxis:
+    """How one tensor's α histogram is drawn (:func:`alpha_axis`)."""
+
+    limits: tuple[float, float]  # the α axis
+    edges: np.ndarray  # the bins' edges (all inner steps share them)
+    log: bool  # a logarithmic α axis
+    note: str | None  # "all α = 0.1" when the values are all equal
+
+
+def alpha_axis(values: np.ndarray, alpha_init: float, max_bins: int = 40) -> AlphaAxis:
+    """The α axis of one tensor's histogram, chosen from its values rather than from the lines drawn on it.
+
+    - α all equal (:func:`alpha_histogram_range`'s note): its centred range, one narrow bar;
+    - positive α spanning a factor :data:`ALPHA_LOG_RATIO` or more: a logarithmic axis with log-spaced bins, so
+      that α near 0.01 and α near 1 both get bins;
+    - otherwise the values' min to max, linear.
+
+    The axis reaches out to α_init when it lies within half the values' span (in the axis's own scale) of
+    them, so that its line shows where α started; a farther α_init would squeeze the values into a corner,
+    and the legend names it instead. 0 is never forced onto the axis: an axis from 0 to 0.105 for α that
+    stayed near 0.1 pressed every entry against the right edge. A 4% margin keeps the outer bars off the frame.
+    """
+    (lo, hi), bins, note = alpha_histogram_range(values, max_bins)
+    if note is not None:
+        return AlphaAxis((lo, hi), np.linspace(lo, hi, bins + 1), False, note)
+    log = lo > 0 and hi >= ALPHA_LOG_RATIO * lo
+    edges = np.geomspace(lo, hi, bins + 1) if log else np.linspace(lo, hi, bins + 1)
+    a, b = (math.log10(lo), math.log10(hi)) if log else (lo, hi)
+    if alpha_init > 0 or not log:
+        x = math.log10(alpha_init) if log else alpha_init
+        if a - (b - a) / 2 <= x <= b + (b - a) / 2:
+            a, b = min(a, x), max(b, x)
+    margin = 0.04 * (b - a)
+    limits = (10 ** (a - margin), 10 ** (b + margin)) if log else (a - margin, b + margin)
+    return AlphaAxis((float(limits[0]), float(limits[1])), edges, log, None)
+
+
+def _reference_lines(ax: Any, limits: tuple[float, float], alpha_init: float) -> set[str]:
+    """α_init (dashed) and α = 0 (dotted) where they fall on the axis; returns which were drawn (``"init"``,
+    ``"zero"``), for the figure's legend. α = 0 off the axis is left out (the title gives the fraction of
+    negative entries); α_init off the axis is named by the caller's axis label."""
+    drawn = set()
+    if limits[0] <= alpha_init <= limits[1]:
+        ax.axvline(alpha_init, **ALPHA_INIT_STYLE)
+        drawn.add("init")
+    if limits[0] <= 0.0 <= limits[1]:
+        ax.axvline(0.0, **ZERO_STYLE)
+        drawn.add("zero")
+    return drawn
+
+
+def _log_alpha_ticks(ax: Any) -> None:
+    """A logarithmic α axis labelled in plain numbers at 1, 2 and 5 times powers of ten (0.02, 0.05, 0.1, ...),
+    the unlabelled minor ticks between them."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _alpha_panel(ax: Any, name: str, flat: np.ndarray, alpha_init: float) -> set[str]:
+    """One tensor's histogram (``flat``: ``[steps, entries]``) on the axis :func:`alpha_axis` chooses, with a
+    logarithmic count axis when one bin holds most entries (so that the others stay visible), the reference
+    lines (returns which were drawn) and a title of statistics."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis = alpha_axis(flat, alpha_init)
+    steps = flat.shape[0]
+    tallest = max(int(np.histogram(row, bins=axis.edges)[0].max()) for row in flat)
+    log_counts = axis.note is None and tallest > ALPHA_LOG_COUNTS * flat.shape[1] and flat.shape[1] >= 20
+    for step in range(steps):
+        ax.hist(flat[step], bins=axis.edges, log=log_counts, color=f"C{step}", alpha=0.6 if steps > 1 else 0.9)
+    if axis.log:
+        _log_alpha_ticks(ax)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))  # α near 0.1: long labels, few
+    ax.set_xlim(axis.limits)
+    drawn = _reference_lines(ax, axis.limits, alpha_init)
+    stats = f"{100 * (flat < 0).mean():.1f}% < 0, mean {flat.mean():.3g}" if axis.note is None else axis.note
+    ax.set_title(f"{name}\n{stats}, |α−α_init| {np.abs(flat - alpha_init).mean():.3g}", fontsize="small")
+    xlabel = "α (log scale)" if axis.log else "α"
+    if "init" not in drawn:
+        side = "left" if alpha_init < axis.limits[0] else "right"
+        xlabel += f"; α_init = {alpha_init:g} is off the axis, to the {side}"
+    ax.set(xlabel=xlabel, ylabel="entries (log scale)" if log_counts else "entries")
+    if not log_counts:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no tick at 0.5 entries
+    return drawn
+
+
+def _alpha_legend(fig: Figure, alpha_init: float, steps: int, drawn: set[str]) -> None:
+    """One legend for every panel, below them: the lines some panel shows, and the inner steps' colours."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles: list[Any] = []
+    if "init" in drawn:
+        handles.append(Line2D([], [], label=f"α_init = {alpha_init:g} (where α started)", **ALPHA_INIT_STYLE))
+    if "zero" in drawn:
+        handles.append(Line2D([], [], label="α = 0", **ZERO_STYLE))
+    if steps > 1:
+        handles += [Patch(color=f"C{k}", alpha=0.6, label=f"α of inner step {k + 1}") for k in range(steps)]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small",
+                   frameon=False)
+
+
+def alpha_figure(model: MetaSGD, title: str = "") -> Figure:
+    """The figure of :func:`plot_alpha`: one panel per α tensor, one legend, the unused grid cells hidden."""
     values = alpha_values(model)
     # α_init in α's dtype, as alpha_statistics: an untouched α is at 0 from it, not at float32 rounding
     dtype = next(iter(model.step_sizes.alphas.values())).detach().cpu().numpy().dtype
@@ -516,23 +745,24 @@ def plot_alpha(model: MetaSGD, path: str | os.PathLike, title: str = "") -> Path
     ncols = min(3, len(values))
     nrows = math.ceil(len(values) / ncols)
     fig, axes = _figure(ncols=ncols, nrows=nrows, width=4.2, height=3.2)
+    drawn: set[str] = set()
     for ax, (name, v) in zip(axes.ravel(), values.items(), strict=False):
-        flat = v.reshape(v.shape[0], -1)
-        span, bins, note = alpha_histogram_range(flat)
-        for step in range(flat.shape[0]):
-            ax.hist(flat[step], bins=bins, range=span, alpha=0.6 if flat.shape[0] > 1 else 0.9,
-                    label=f"step {step}" if flat.shape[0] > 1 else None)
-        for x, style in ((alpha_init, dict(color="k", linestyle="--", label="α_init")),
-                         (0.0, dict(color="r", linestyle=":"))):
-            if note is None or span[0] <= x <= span[1]:  # all α equal: keep the axis on them, centred
-                ax.axvline(x, linewidth=1, **style)
-        if note is not None:
-            ax.set_xlim(span)
-        stats = f"{100 * (flat < 0).mean():.1f}% < 0, mean {flat.mean():.3g}" if note is None else note
-        ax.set_title(f"{name}\n{stats}, |α−α_init| {np.abs(flat - alpha_init).mean():.3g}", fontsize="small")
-        ax.set(xlabel="α", ylabel="entries")
-        ax.legend(fontsize="x-small")
-    return _save_grid(fig, axes, len(values), title, path)
+        drawn |= _alpha_panel(ax, name, v.reshape(v.shape[0], -1), alpha_init)
+    for ax in axes.ravel()[len(values):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    _alpha_legend(fig, alpha_init, model.step_sizes.num_steps, drawn)
+    return fig
+
+
+def plot_alpha(model: MetaSGD, path: str | os.PathLike, title: str = "") -> Path:
+    """Per tensor, a histogram of α's values (one colour per inner step with ``alpha_per_step``) on an axis
+    chosen from the values (:func:`alpha_axis`: around them and α_init, logarithmic where positive α spans
+    decades), with α_init and 0 marked and named in the legend; the title gives the fraction of negative
+    entries, the mean and mean |α − α_init|. A tensor whose α are all equal (e.g. still at α_init) gets one
+    centred bar and the title says ``all α = ...``."""
+    return save_png(alpha_figure(model, title), path)
 
 
 # -- Navigation2D trajectories ----------------------------------------------------------------------------------
@@ -590,9 +820,15 @@ def plot_trajectories(model: MetaSGD, tasks: Sequence[Mapping[str, Any]], path: 
 # -- the report -------------------------------------------------------------------------------------------------
 
 
-def results_to_json(results: Mapping[str, AdaptationResult], command: str | None = None) -> str:
-    data = {"format": RESULTS_FORMAT, "command": command,
-            "results": {name: result.to_dict() for name, result in results.items()}}
+def results_to_json(results: Mapping[str, AdaptationResult], command: str | None = None,
+                    reference: str | None = None) -> str:
+    """The ``results.json`` text: every result, and ``comparison`` (:func:`comparison_to_json`: each method's
+    paired difference from ``reference`` per step) where two or more results share their tasks."""
+    data: dict[str, Any] = {"format": RESULTS_FORMAT, "command": command,
+                            "results": {name: result.to_dict() for name, result in results.items()}}
+    comparison = comparison_to_json(results, reference)
+    if comparison is not None:
+        data["comparison"] = comparison
     return json.dumps(data, indent=1, allow_nan=False) + "\n"
 
 
@@ -623,6 +859,7 @@ def write_report(
     title: str = "Fast adaptation on held-out tasks",
     trajectory_tasks: int = TRAJECTORY_TASKS,
     notes: str | None = None,
+    reference: str | None = None,
 ) -> Path:
     """Write ``report.md``, ``results.json`` and the plots into ``out_dir`` (created if needed); returns
     the path of ``report.md``.
@@ -633,9 +870,14 @@ def write_report(
     trajectories on the first ``trajectory_tasks`` tasks of ``results[name]`` (or of the first result), with
     that result's steps and seed. ``command``: the command line that produced the report, quoted in it.
     ``notes``: markdown appended at the end (e.g. tables of baselines that are not adaptation curves).
+    ``reference``: the method every other result evaluated on its tasks is compared with (paired over tasks, per
+    step: :func:`paired_differences`), in the report and in ``results.json``; default :func:`comparison_reference`
+    (the first MAML result, else the first).
     """
     if not results:
         raise ComparisonError("results={} is not allowed; give at least one AdaptationResult")
+    if reference is not None and reference not in results:
+        raise ComparisonError(f"reference={reference!r} is not allowed; use one of {list(results)}")
     out = _check_out_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs, models = dict(runs or {}), dict(models or {})
@@ -668,6 +910,7 @@ def write_report(
     # adaptation
     plot_adaptation_curves(results, out / ADAPTATION_PNG)
     md += ["## Fast adaptation", "", adaptation_table(results), ""]
+    md += difference_lines(results, reference)
     if has_success(results):
         md += ["Success rate (the fraction of episodes in which the environment's success flag was set at any "
                "step), mean over tasks ± 95% CI:", "", adaptation_table(results, success=True), ""]
@@ -735,7 +978,7 @@ def write_report(
 
     if notes:
         md += [notes.strip(), ""]
-    atomic_write_text(out / RESULTS_FILE, results_to_json(results, command))
+    atomic_write_text(out / RESULTS_FILE, results_to_json(results, command, reference))
     return atomic_write_text(out / REPORT_FILE, "\n".join(md).rstrip() + "\n")
 
 
@@ -753,7 +996,9 @@ def compare(
     """:func:`evaluate_runs` then :func:`write_report` (what ``metasgd-rl compare`` does).
 
     ``extra_results`` (e.g. baselines evaluated on ``results[...].tasks``) are added to the report after the
-    runs' results. Returns the report's path and all results.
+    runs' results. The report and its ``results.json`` give every result's difference from the first MAML run
+    (else the first run), paired over the shared tasks, after each step (:func:`difference_table`). Returns the
+    report's path and all results.
     """
     _check_out_dir(out_dir)
     for run_dir in run_dirs:  # a damaged metrics.csv is refused before the evaluation, not after it

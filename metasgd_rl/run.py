@@ -55,7 +55,7 @@ from metasgd_rl.config import (
 )
 from metasgd_rl.evaluation import evaluate_adaptation
 from metasgd_rl.gym_family import env_import_message, module_env_ids
-from metasgd_rl.io import atomic_write_text, fsync_path, path_length_problem
+from metasgd_rl.io import atomic_write_text, close_path, fsync_path, path_length_problem
 from metasgd_rl.model import (
     DEFAULT_POLICY_KWARGS,
     CheckpointError,
@@ -317,6 +317,11 @@ class Run:
         if directory.exists() and not directory.is_dir():
             raise ConfigError(f"--resume {str(directory)!r} is not allowed: it is a file, not a run directory; give "
                               f"the run directory (the folder that holds {CONFIG_FILE} and {CHECKPOINT_FILE})")
+        if not directory.exists():
+            meant = close_path(directory, directory=True)
+            hint = f"; did you mean {meant!r}?" if meant else \
+                "; give the directory of a run written by 'metasgd-rl train'"
+            raise ConfigError(f"--resume {str(directory)!r} is not allowed: it does not exist{hint}")
         if not config_file.is_file():
             raise ConfigError(f"--resume {str(directory)!r} is not allowed: it has no {CONFIG_FILE}; use a run "
                               "directory written by 'metasgd-rl train'")

@@ -1,8 +1,9 @@
-"""Confidence intervals and the significance test used to compare methods over tasks or seeds.
+"""Confidence intervals and the significance tests used to compare methods over tasks or seeds.
 
 Small samples are the rule here (5 seeds, 40 tasks), so intervals use Student's t rather than the normal
-approximation, and two methods are compared with Welch's t-test, which does not assume equal variances
-(Meta-SGD's returns over seeds need not spread like MAML's).
+approximation. Two methods' scores over seeds are compared with Welch's t-test, which does not assume equal
+variances (Meta-SGD's returns over seeds need not spread like MAML's); two methods evaluated on the same tasks
+with the paired t-test over tasks (:func:`paired_test`), which removes the spread that comes from the tasks.
 """
 
 from __future__ import annotations
@@ -72,3 +73,41 @@ def welch_test(a: np.ndarray, b: np.ndarray) -> WelchTest:
     t = difference / se
     return WelchTest(difference=difference, ci95=float(stats.t.ppf(0.975, dof) * se), t=float(t), dof=float(dof),
                      p_value=float(2.0 * stats.t.sf(abs(t), dof)))
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """The paired t-test of mean(a − b) over pairs (e.g. two methods' returns on the same tasks), two-sided.
+
+    ``difference`` ± ``ci95`` is the 95% t-interval of the mean per-pair difference with ``dof = n − 1``;
+    ``p_value`` the two-sided p-value of "no difference" (as ``scipy.stats.ttest_rel``). Pairing removes what
+    the pairs share (how hard each task is), so it is far tighter than a two-sample test of the same numbers.
+    ``ci95``, ``t``, ``dof`` and ``p_value`` are NaN with fewer than two pairs or when every difference is equal.
+    """
+
+    difference: float
+    ci95: float
+    t: float
+    dof: float
+    p_value: float
+    n: int
+
+
+def paired_test(a: np.ndarray, b: np.ndarray) -> PairedTest:
+    """Paired t-test of ``a`` against ``b`` (same length, element i of each measured on the same unit)."""
+    from scipy import stats
+
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.size != b.size or a.size == 0:
+        raise ValueError(f"paired_test needs two non-empty samples of the same size, got sizes {a.size} and {b.size}")
+    d = a - b
+    n = int(d.size)
+    difference = float(d.mean())
+    se = float(d.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    if n < 2 or se == 0.0:
+        return PairedTest(difference, math.nan, math.nan, math.nan, math.nan, n)
+    t = difference / se
+    dof = n - 1
+    return PairedTest(difference=difference, ci95=float(stats.t.ppf(0.975, dof) * se), t=float(t), dof=float(dof),
+                      p_value=float(2.0 * stats.t.sf(abs(t), dof)), n=n)

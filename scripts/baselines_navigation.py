@@ -123,7 +123,7 @@ def main() -> None:
         budgets = [int(round(m * base)) for m in args.ppo_multipliers]
         t = time.perf_counter()
         ppo = ppo_from_scratch(family, tasks[:n], budgets, eval_episodes=args.episodes, seed=args.seed,
-                               deterministic=args.ppo_deterministic, progress=True)
+                               deterministic=args.ppo_deterministic, progress_bar=True)
         timings["ppo_s"] = time.perf_counter() - t
         lines = ["| method | data per task (env steps) | return |", "|---|---|---|"]
         for name, result in results.items():

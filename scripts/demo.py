@@ -8,12 +8,20 @@ TRPO) for a few iterations into a run directory, then evaluates the untrained an
 meta-initialisation on the same 40 held-out tasks and rollout seeds: mean return (± 95% CI over tasks) before
 adaptation and after 1, 2 and 3 inner steps. Writes ``adaptation.png`` (adaptation curves and the training
 curve) into the run directory.
+
+The training is the CLI's, bit for bit: the demo prints the ``metasgd-rl train`` command that gives the same
+``final.pt``. It differs from the config in ``--set num_threads=2`` besides the iterations (the configs' default
+is 1 thread, and another thread count is another run):
+
+    metasgd-rl train configs/navigation2d-metasgd.yaml --set iterations=40 --set seed=0 --set eval_every=0 \
+        --set checkpoint_every=40 --set num_threads=2 --run-dir runs/demo-cli
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import shlex
 import time
 from pathlib import Path
 
@@ -22,11 +30,36 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from metasgd_rl import AdaptationResult, evaluate_adaptation, reuse_freed_memory  # noqa: E402
+from metasgd_rl import AdaptationResult, MetaSGD, evaluate_adaptation, reuse_freed_memory  # noqa: E402
 from metasgd_rl.config import build_model, load_config  # noqa: E402
 from metasgd_rl.run import Run  # noqa: E402
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "navigation2d-metasgd.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs" / "navigation2d-metasgd.yaml"
+
+
+def overrides(iterations: int, seed: int, num_threads: int) -> list[str]:
+    """The demo's changes to the protocol config, as ``KEY=VALUE`` strings (the CLI's ``--set`` takes the same)."""
+    return [f"iterations={iterations}", f"seed={seed}", "eval_every=0", f"checkpoint_every={iterations}",
+            f"num_threads={num_threads}"]
+
+
+def cli_command(iterations: int, seed: int, num_threads: int, run_dir: str) -> str:
+    """The ``metasgd-rl train`` command (run from the repository's root) that trains the demo's model bit for bit:
+    printed by the demo so that its training can be repeated, resumed or extended from the command line."""
+    sets = [word for override in overrides(iterations, seed, num_threads) for word in ("--set", override)]
+    return shlex.join(["metasgd-rl", "train", str(CONFIG.relative_to(ROOT)), *sets, "--run-dir", run_dir])
+
+
+def train(iterations: int, seed: int, num_threads: int, run_dir: str) -> tuple[MetaSGD, Run, float]:
+    """The untrained model, the finished training run into ``run_dir`` and its seconds (what ``cli_command``
+    trains: the same config and overrides through the same :class:`Run`)."""
+    config = load_config(CONFIG, overrides(iterations, seed, num_threads), run_dir=run_dir)
+    untrained = build_model(config)
+    run = Run.create(config)
+    start = time.perf_counter()
+    run.train()
+    return untrained, run, time.perf_counter() - start
 
 
 def plot(results: dict[str, AdaptationResult], metrics: Path, out: Path) -> None:
@@ -63,14 +96,8 @@ def main() -> None:
     args = parser.parse_args()
 
     run_dir = args.run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = load_config(CONFIG, [f"iterations={args.iterations}", f"seed={args.seed}", "eval_every=0",
-                                  f"checkpoint_every={args.iterations}", f"num_threads={args.num_threads}"],
-                         run_dir=run_dir)
-    untrained = build_model(config)
-    run = Run.create(config)
-    start = time.perf_counter()
-    trained = run.train()
-    seconds = time.perf_counter() - start
+    untrained, run, seconds = train(args.iterations, args.seed, args.num_threads, run_dir)
+    trained = run.model
 
     results = {name: evaluate_adaptation(model, n_tasks=40, steps=3, episodes=20, split="test", seed=12_345)
                for name, model in (("untrained init", untrained), ("Meta-SGD", trained))}
@@ -86,6 +113,8 @@ def main() -> None:
     png = run.directory / "adaptation.png"
     plot(results, run.directory / "metrics.csv", png)
     print(f"\nplot: {png}")
+    print("the same training from the command line (the same final.pt, bit for bit):\n  "
+          + cli_command(args.iterations, args.seed, args.num_threads, f"{run_dir}-cli"))
 
 
 if __name__ == "__main__":

@@ -268,9 +268,10 @@ def signal_stop(tally: Tally, work: Path, reference: Path, signum: int, sampler:
     run_dir = work / f"signal-{signal.Signals(signum).name}-{sampler}"
     config = write_config(work / f"tiny-{sampler}.yaml", sampler=sampler)
     process = subprocess.Popen(cli_command("train", str(config), "--run-dir", str(run_dir)),
-                               env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=None if sampler == "local" else lift_memory_limit)
     deadline = time.monotonic() + (60 if sampler == "local" else 900)  # Ray's actors start slowly under load
-    while len(metrics_iterations(run_dir)) < 3 and time.monotonic() < deadline:
+    while len(metrics_iterations(run_dir)) < 3 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60 if sampler == "local" else 900)
@@ -279,6 +280,10 @@ def signal_stop(tally: Tally, work: Path, reference: Path, signum: int, sampler:
         problems.append(f"exit {process.returncode}")
     if "Traceback" in stderr:
         problems.append("traceback")
+    if not (run_dir / "checkpoint.pt").is_file():
+        tally.add("signals", f"{name} after the third iteration", False,
+                  f"no checkpoint; {'; '.join(problems)}; stderr: {stderr[-250:]}")
+        return
     state = read_checkpoint(run_dir / "checkpoint.pt")
     if int(state["iteration"]) != len(metrics_iterations(run_dir)):
         problems.append(f"checkpoint at {int(state['iteration'])}, metrics at {len(metrics_iterations(run_dir))}")
@@ -929,7 +934,17 @@ def limit_memory(gigabytes: float) -> None:
     import resource
 
     limit = int(gigabytes * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))  # the soft limit only: a child may lift it again
+
+
+def lift_memory_limit() -> None:
+    """In a child process (``preexec_fn``): the address space back to the hard limit. Ray's processes reserve
+    far more address space than they use (its object store maps tens of GB) and abort under the cap."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
 
 
 def main() -> int:

@@ -184,7 +184,7 @@ def pretrain_one(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     model = pretrain_multitask(config["family"], iterations=args.iterations, seed=args.seed,
                                **fine_tune_kwargs(config), meta_batch_size=config["meta_batch_size"],
-                               outer="trpo", outer_kwargs=config["outer_kwargs"])
+                               outer="trpo", outer_kwargs=config["outer_kwargs"], progress_bar=False)
     model.save(directory / "final.pt")
     atomic_write_text(directory / "pretrain.json", json.dumps({"seconds": time.perf_counter() - start}))
 

@@ -40,7 +40,7 @@ def _pre_update_return(model):
 def test_pretraining_improves_the_pre_update_return(navigation, outer, outer_kwargs):
     infos = []
     pretrained = pretrain_multitask(navigation, iterations=5, meta_batch_size=5, episodes_per_task=5, outer=outer,
-                                    outer_kwargs=outer_kwargs, seed=0, callback=infos.append)
+                                    outer_kwargs=outer_kwargs, seed=0, callback=infos.append, progress_bar=False)
     untrained = random_init(navigation, seed=0)
     assert [i["iteration"] for i in infos] == [1, 2, 3, 4, 5] and pretrained.iteration == 5
     assert not any(i["update_rejected"] for i in infos)
@@ -49,7 +49,7 @@ def test_pretraining_improves_the_pre_update_return(navigation, outer, outer_kwa
 
 def test_fine_tuning_models_have_a_fixed_scalar_step_and_evaluate(navigation):
     pretrained = pretrain_multitask(navigation, iterations=2, meta_batch_size=3, episodes_per_task=4, outer="adam",
-                                    step_size=0.05, seed=2)
+                                    step_size=0.05, seed=2, progress_bar=False)
     untrained = random_init(navigation, step_size=0.05, seed=2)
     tasks = navigation.sample_tasks(4, np.random.default_rng(0), split="test")
     for model in (pretrained, untrained):
@@ -71,7 +71,7 @@ def test_random_init_and_pretraining_are_deterministic_for_a_seed(navigation):
     for name, p in _theta(a).items():
         assert torch.equal(p, _theta(b)[name])
     assert any(not torch.equal(p, _theta(c)[n]) for n, p in _theta(a).items())
-    kwargs = dict(iterations=2, meta_batch_size=2, episodes_per_task=3, outer="adam", seed=5)
+    kwargs = dict(iterations=2, meta_batch_size=2, episodes_per_task=3, outer="adam", seed=5, progress_bar=False)
     first, second = pretrain_multitask(navigation, **kwargs), pretrain_multitask(navigation, **kwargs)
     for name, p in _theta(first).items():
         assert torch.equal(p, _theta(second)[name])
@@ -86,13 +86,40 @@ def test_pretraining_rejects_bad_arguments(navigation):
         random_init(navigation, estimator="lvc")
 
 
-def test_ppo_from_scratch_learns_with_more_budget_and_is_seeded():
+def test_pretraining_shows_a_progress_bar_by_default(navigation, capsys):
+    pretrain_multitask(navigation, iterations=2, meta_batch_size=2, episodes_per_task=2, outer="adam")
+    err = capsys.readouterr().err
+    assert "pretrain" in err and "2/2" in err
+    pretrain_multitask(navigation, iterations=1, meta_batch_size=2, episodes_per_task=2, outer="adam",
+                       progress_bar=False)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_the_baselines_are_exported_from_the_top_level():
+    from metasgd_rl import baselines
+
+    for name in ("random_init", "pretrain_multitask", "ppo_from_scratch", "adaptation_samples", "budget_to_match"):
+        assert getattr(msr, name) is getattr(baselines, name) and name in msr.__all__
+
+
+def test_the_api_page_names_the_baselines_and_their_module():
+    from pathlib import Path
+
+    page = (Path(__file__).parents[1] / "docs" / "reference" / "api.md").read_text(encoding="utf-8")
+    assert "`metasgd_rl.baselines`" in page
+    for name in ("random_init", "pretrain_multitask", "ppo_from_scratch", "adaptation_samples", "budget_to_match"):
+        assert f"::: metasgd_rl.{name}\n" in page
+
+
+def test_ppo_from_scratch_learns_with_more_budget_and_is_seeded(capsys):
     family = msr.make_task_family("Navigation2D-v0", max_episode_steps=10)
     tasks = [{"goal": [0.4, 0.4]}, {"goal": [-0.4, 0.3]}]
     np_state = np.random.get_state()[1].copy()  # noqa: NPY002 (checks that SB3 leaves it alone)
     torch_state, py_state = torch.get_rng_state(), random.getstate()
     result = ppo_from_scratch(family, tasks, [100, 2000], eval_episodes=20, seed=0,
-                              policy_kwargs=dict(net_arch=[32, 32]))
+                              policy_kwargs=dict(net_arch=[32, 32]))  # with its progress bar (the default)
+    err = capsys.readouterr().err
+    assert "PPO from scratch" in err and "100%" in err and "4.20k/4.20k" in err  # 2 tasks × (100 + 2000) steps
     # SB3 seeds the global RNGs; they are restored
     assert np.array_equal(np.random.get_state()[1], np_state)  # noqa: NPY002
     assert torch.equal(torch.get_rng_state(), torch_state)
@@ -100,8 +127,10 @@ def test_ppo_from_scratch_learns_with_more_budget_and_is_seeded():
     assert result.returns.shape == (2, 2) and result.timesteps == [100, 2000] and result.mean().shape == (2,)
     # measured gains of the task mean for seeds 0, 1, 2: 0.61, 0.80, 0.60 (returns about -6)
     assert result.mean()[1] > result.mean()[0] + 0.25
-    again = ppo_from_scratch(family, tasks[:1], [100], eval_episodes=20, seed=0, policy_kwargs=dict(net_arch=[32, 32]))
-    assert again.returns[0, 0] == result.returns[0, 0]
+    again = ppo_from_scratch(family, tasks[:1], [100], eval_episodes=20, seed=0, policy_kwargs=dict(net_arch=[32, 32]),
+                             progress_bar=False)
+    assert capsys.readouterr().err == ""
+    assert again.returns[0, 0] == result.returns[0, 0]  # the bar does not change what PPO does
     assert json.loads(json.dumps(result.to_dict()))["budgets"] == [100, 2000]
 
 

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from metasgd_rl.cli import main
 from metasgd_rl.config import ConfigError, load_config, read_yaml_file, resolve_config
@@ -245,10 +247,24 @@ def test_compare_evaluates_every_run_on_the_same_tasks(tmp_path, two_runs, capsy
     argv = ["compare", *map(str, two_runs), "--out", str(out), "--tasks", "3", "--steps", "1", "--episodes", "2",
             "--seed", "5"]
     assert main(argv) == 0
-    assert f"report written to {out / 'report.md'}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"report written to {out / 'report.md'}" in printed
     data = json.loads((out / "results.json").read_text())
     results = data["results"]
     metasgd, maml = "Meta-SGD (seed 0)", "MAML (seed 0)"
+    # the difference from MAML (listed second, still the reference), paired over the 3 tasks, per step
+    assert "Difference from MAML (seed 0), paired over the 3 tasks" in printed
+    comparison = data["comparison"]
+    assert comparison["reference"] == maml and list(comparison["differences"]) == [metasgd]
+    for k, entry in enumerate(comparison["differences"][metasgd]):
+        a, b = (np.array(results[name]["returns"])[:, k] for name in (metasgd, maml))
+        assert entry["step"] == k and entry["n"] == 3
+        assert entry["difference"] == pytest.approx(np.mean(a - b))
+        assert entry["p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+        cell = f"{entry['difference']:+.2f} ± {entry['ci95']:.2f}"
+        row = next(line for line in printed.splitlines() if line.startswith(f"| {metasgd} − {maml}"))
+        assert cell in row and cell in (out / "report.md").read_text()
+    assert len(comparison["differences"][metasgd]) == 2  # before adaptation and after 1 step
     assert list(results) == [metasgd, maml]  # labelled by method and seed, not by directory name
     assert results[metasgd]["tasks"] == results[maml]["tasks"] and len(results[maml]["tasks"]) == 3
     assert results[metasgd]["seed"] == results[maml]["seed"] == 5

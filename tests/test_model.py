@@ -113,6 +113,23 @@ def test_metasgd_alpha_is_learned_per_element():
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("alpha."))
 
 
+def test_a_model_shows_itself_in_one_informative_line():
+    model = small_model(alpha_init=0.1, seed=3)
+    text = repr(model)
+    assert text == ("MetaSGD(family='Navigation2D-v0', iteration=0, seed=3, policy=Gaussian MLP 2→16→2 relu, 84 θ, "
+                    "α = 0.1 learned (adam), per element)")  # 2·16 + 16 + 16·2 + 2 + 2 (log-std) entries of θ
+    with torch.no_grad():
+        model.step_sizes.alphas["layers__1__bias"].copy_(torch.tensor([[-0.2, 0.5]]))
+    model.iteration = 7
+    text = repr(model)
+    assert "iteration=7" in text and "α learned (adam), per element: mean 0.101, range [-0.2, 0.5], 1% < 0" in text
+    maml = repr(small_model(MAML, family_kwargs=dict(max_episode_steps=50)))
+    assert maml.startswith("MAML(family='Navigation2D-v0' (max_episode_steps=50), iteration=0")
+    assert maml.endswith("α = 0.1 fixed, scalar)") and len(maml) < 160
+    per_step = repr(small_model(alpha_granularity="tensor", alpha_per_step=True, inner_steps=2))
+    assert "α = 0.1 learned (adam), per tensor and inner step (2)" in per_step
+
+
 # -- adaptation -------------------------------------------------------------------------------------------
 
 

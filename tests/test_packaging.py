@@ -7,12 +7,17 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = "metasgd_rl.task_families"
@@ -91,3 +96,62 @@ def test_installed_entry_points_resolve_to_metasgd_rl_envs_and_no_top_level_envs
     # the families come from the same tree as the library (not from another checkout's editable install)
     library = Path(report["metasgd_rl"]).parents[1]
     assert Path(report["metasgd_rl_envs"]) == library / "envs" / "__init__.py"
+
+
+# Issue: `pip install -e ".[mujoco]"` (then MuJoCo 4) followed by `pip install -e ".[metaworld]"` (metaworld pins
+# mujoco==3.3.0) left a MuJoCo that did not import. The extras must agree on one MuJoCo.
+
+
+def _extra_requirement(extra: str, name: str) -> Requirement:
+    """The requirement on ``name`` that pyproject.toml's optional dependency ``extra`` declares."""
+    declared = [Requirement(text) for text in _pyproject()["project"]["optional-dependencies"][extra]]
+    found = [requirement for requirement in declared if canonicalize_name(requirement.name) == name]
+    assert len(found) == 1, f"[{extra}] should name {name} once: {declared}"
+    return found[0]
+
+
+def _metaworlds_mujoco_pins() -> list[str]:
+    """The MuJoCo versions that the installed metaworld pins (``mujoco==X``), from its metadata."""
+    try:
+        requires = importlib.metadata.requires("metaworld") or []
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("metaworld is not installed: its MuJoCo pin is read from its metadata")
+    mujoco = [requirement for requirement in map(Requirement, requires)
+              if canonicalize_name(requirement.name) == "mujoco" and requirement.marker is None]
+    assert mujoco, f"metaworld's requirements name no mujoco: {requires}"
+    return [spec.version for requirement in mujoco for spec in requirement.specifier if spec.operator in ("==", "===")]
+
+
+def test_the_mujoco_extra_admits_the_mujoco_that_metaworld_pins_and_no_other_major_version():
+    ours = _extra_requirement("mujoco", "mujoco").specifier
+    pins = _metaworlds_mujoco_pins()
+    assert pins, "metaworld no longer pins one MuJoCo: check the [mujoco] extra against its range by hand"
+    for pinned in pins:
+        assert ours.contains(pinned), f"[mujoco] requires mujoco{ours}, metaworld pins mujoco=={pinned}"
+        major = Version(pinned).major
+        assert not ours.contains(f"{major + 1}.0.0") and not ours.contains(f"{major + 1}.0.1"), (
+            f"[mujoco] admits MuJoCo {major + 1} (mujoco{ours}) while metaworld pins {pinned}")
+
+
+def test_the_mujoco_extra_admits_no_mujoco_without_the_batched_rollout():
+    from metasgd_rl.native_mujoco import MIN_MUJOCO
+
+    ours = _extra_requirement("mujoco", "mujoco").specifier
+    minimum = Version(".".join(map(str, MIN_MUJOCO)))
+    older = [version for version in ("2.3.7", "3.0.0", "3.2.6") if Version(version) < minimum]
+    assert older and not any(ours.contains(version) for version in older), f"mujoco{ours} admits one < {minimum}"
+
+
+def _install_line_extras(text: str) -> list[str]:
+    """The extras of every ``pip install ... -e ".[a,b]"`` in ``text``."""
+    return re.findall(r'pip install[^\n]*?-e "\.\[([\w,-]+)\]"', text)
+
+
+def test_the_makefile_installs_every_extra_the_readme_says_and_each_exists():
+    extras = set(_pyproject()["project"]["optional-dependencies"])
+    makefile = _install_line_extras((ROOT / "Makefile").read_text())
+    assert len(makefile) == 1, makefile
+    assert set(makefile[0].split(",")) <= extras
+    assert "make test" in (ROOT / ".ci" / "run").read_text()  # CI installs through the Makefile
+    for page in ("README.md", "docs/getting-started.md"):
+        assert _install_line_extras((ROOT / page).read_text(encoding="utf-8")) == makefile, page

@@ -14,6 +14,7 @@ import torch
 from metasgd_rl import MAML, AdaptationResult, MetaSGD, evaluate_adaptation
 from metasgd_rl.config import resolve_config
 from metasgd_rl.report import (
+    alpha_figure,
     alpha_histogram_range,
     alpha_statistics,
     load_results,
@@ -124,6 +125,32 @@ def test_json_round_trip(tmp_path):
     assert np.isnan(back.ci95()).all()
 
 
+def test_a_result_shows_a_short_line_and_a_table_not_its_arrays():
+    rng = np.random.default_rng(0)
+    result = AdaptationResult(tasks=[{"goal": [0.1 * i, 0.0]} for i in range(40)],
+                              episode_returns=rng.normal(-20, 5, (40, 4, 20)), method="Meta-SGD (seed 0)",
+                              family="Navigation2D-v0", seed=0)
+    mean, ci = result.mean(), result.ci95()
+    line = repr(result)
+    assert len(line) < 200 and "\n" not in line and "array" not in line
+    assert line == ("AdaptationResult(method='Meta-SGD (seed 0)', family='Navigation2D-v0', 40 test tasks, "
+                    f"20 episodes, steps 0..3, mean return {' → '.join(f'{m:.2f}' for m in mean)})")
+    assert str(result) == line  # print(result) too
+    summary = result.summary().splitlines()
+    assert summary[0] == "Meta-SGD (seed 0) on Navigation2D-v0: 40 test tasks, 20 episodes per task and step, seed 0"
+    assert len(summary) == 1 + 2 + 4 and len(result.summary()) < 500  # title, header and rule, one row per step
+    for k in range(4):
+        assert [c.strip() for c in summary[3 + k].split("|")[1:3]] == [str(k), f"{mean[k]:.2f} ± {ci[k]:.2f}"]
+    markdown = result._repr_markdown_()
+    assert markdown.startswith("**Meta-SGD (seed 0) on Navigation2D-v0") and summary[1] in markdown
+    # success rates get their own column; a single task has no interval
+    success = hand_result([[1.0, 2.0]], success=np.array([[0.0, 1.0]]), episodes=5)
+    assert success.summary().splitlines()[1] == "| inner steps | mean return ± 95% CI | success rate ± 95% CI |"
+    assert success.summary().splitlines()[-1].endswith("2.00 ± n/a |            1.00 ± n/a |")
+    long = hand_result(np.tile(np.arange(8.0), (2, 1)))
+    assert "mean return 0.00 → … → 7.00)" in repr(long)
+
+
 # -- held-out tasks ---------------------------------------------------------------------------------------------
 
 
@@ -190,6 +217,29 @@ def test_the_alpha_histogram_range_widens_around_alpha_that_all_sit_at_one_value
     assert_valid_png(plot_alpha(tiny_model(alpha_init=0.1), tmp_path / "alpha.png"))  # every tensor at α_init
 
 
+def test_the_alpha_plot_chooses_its_axes_from_the_values_and_names_its_lines():
+    model = MetaSGD("Navigation2D-v0", policy_kwargs=dict(hidden_sizes=(16,)), alpha_init=0.1)
+    alphas = model.step_sizes.alphas
+    near_init = np.concatenate([0.1 + 1e-7 * np.arange(24), np.linspace(0.1002, 0.1005, 8)])  # α that hardly moved
+    with torch.no_grad():
+        alphas["layers__0__weight"].copy_(torch.tensor(near_init.reshape(1, 16, 2)))
+        alphas["layers__0__bias"].copy_(torch.tensor(np.geomspace(0.01, 1.0, 16).reshape(1, 16)))  # two decades
+        alphas["layers__1__weight"].copy_(torch.tensor(np.linspace(0.8, 0.9, 32).reshape(1, 2, 16)))  # far from 0.1
+        alphas["layers__1__bias"].copy_(torch.tensor([[-0.2, 0.3]]))
+    fig = alpha_figure(model)
+    panels = {ax.get_title().split("\n")[0]: ax for ax in fig.axes if ax.get_visible()}
+    assert set(panels) == {"layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "log_std"}
+    hardly_moved = panels["layers.0.weight"]
+    lo, hi = hardly_moved.get_xlim()
+    assert 0.0999 < lo < 0.1 and 0.1005 < hi < 0.1006  # around the values and α_init, not from 0
+    assert hardly_moved.get_yscale() == "log"  # 24 of 32 entries in one bin: the other 8 stay visible
+    assert panels["layers.0.bias"].get_xscale() == "log" and panels["layers.1.weight"].get_xscale() == "linear"
+    far = panels["layers.1.weight"]
+    assert far.get_xlim()[0] > 0.7 and "α_init = 0.1 is off the axis, to the left" in far.get_xlabel()
+    assert [line.get_xdata()[0] for line in panels["layers.1.bias"].get_lines()] == pytest.approx([0.1, 0.0])
+    assert [text.get_text() for text in fig.legends[0].get_texts()] == ["α_init = 0.1 (where α started)", "α = 0"]
+
+
 # -- the report -------------------------------------------------------------------------------------------------
 
 
@@ -246,6 +296,42 @@ def test_a_report_with_a_baseline_computed_elsewhere_and_a_maml_model(tmp_path, 
     assert "## Meta-training" not in text and "## Trajectories" not in text
     for png in referenced_pngs(path):
         assert_valid_png(png)
+
+
+def test_a_report_compares_every_method_with_maml_paired_over_the_shared_tasks(tmp_path):
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    maml = hand_result(rng.normal(-20, 5, (6, 3)), method="MAML")
+    better = hand_result(maml.returns + rng.normal(1, 3, (6, 3)), method="Meta-SGD")
+    other_tasks = AdaptationResult(tasks=[{"goal": [0.5, 0.5]}] * 6, returns=maml.returns, method="elsewhere")
+    shorter = hand_result(maml.returns[:, :2] - 1.0, method="one step")  # K = 1: compared on steps 0 and 1
+    results = {"Meta-SGD": better, "MAML (seed 0)": maml, "elsewhere": other_tasks, "one step": shorter}
+    path = write_report(tmp_path, results, trajectory_tasks=0)
+    text = path.read_text()
+    assert "Each method minus MAML (seed 0), paired over the same 6 tasks" in text
+    assert "Not paired (evaluated on other tasks than MAML (seed 0)): elsewhere." in text
+    comparison = json.loads((tmp_path / "results.json").read_text())["comparison"]
+    assert comparison["reference"] == "MAML (seed 0)" and list(comparison["differences"]) == ["Meta-SGD", "one step"]
+    for k, entry in enumerate(comparison["differences"]["Meta-SGD"]):
+        reference = stats.ttest_rel(better.returns[:, k], maml.returns[:, k])
+        low, high = reference.confidence_interval()
+        assert entry["p_value"] == pytest.approx(reference.pvalue) and entry["p_value"] > 0.001 and entry["n"] == 6
+        assert entry["difference"] - entry["ci95"] == pytest.approx(low)
+        assert f"{entry['difference']:+.2f} ± {entry['ci95']:.2f} (p {entry['p_value']:.3f})" in text
+    one_step = comparison["differences"]["one step"]
+    assert len(one_step) == 2 and one_step[0]["difference"] == pytest.approx(-1.0) and one_step[0]["p_value"] is None
+    assert "| one step − MAML (seed 0)" in text and "–" in text.split("| one step − MAML (seed 0)")[1].splitlines()[0]
+    # without MAML, the first method is the reference; an explicit reference wins
+    write_report(tmp_path / "b", {"Meta-SGD": better, "one step": shorter}, trajectory_tasks=0)
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["comparison"]["reference"] == "Meta-SGD"
+    write_report(tmp_path / "c", results, trajectory_tasks=0, reference="one step")
+    assert "Each method minus one step" in (tmp_path / "c" / "report.md").read_text()
+    with pytest.raises(ValueError, match="reference='PPO' is not allowed"):
+        write_report(tmp_path / "d", results, reference="PPO")
+    # one result: nothing to compare
+    write_report(tmp_path / "e", {"MAML": maml}, trajectory_tasks=0)
+    assert "comparison" not in json.loads((tmp_path / "e" / "results.json").read_text())
 
 
 def test_trajectories_are_the_masked_positions_from_the_start():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from metasgd_rl.stats import mean_ci95, t_ci95, welch_test
+from metasgd_rl.stats import mean_ci95, paired_test, t_ci95, welch_test
 
 
 def test_mean_ci95_of_known_data():
@@ -57,3 +57,31 @@ def test_welch_test_without_enough_data_is_nan():
     assert math.isnan(welch_test([1.0, 1.0], [2.0, 2.0]).p_value)  # no variance at all
     with pytest.raises(ValueError, match="non-empty"):
         welch_test([], [1.0])
+
+
+def test_paired_test_matches_scipy_ttest_rel():
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    task_difficulty = rng.normal(0, 10, 25)  # shared by both methods: pairing removes it
+    a = task_difficulty + rng.normal(1.0, 1.0, 25)
+    b = task_difficulty + rng.normal(0.0, 1.0, 25)
+    result = paired_test(a, b)
+    reference = stats.ttest_rel(a, b)
+    interval = reference.confidence_interval(0.95)
+    assert result.difference == pytest.approx(np.mean(a - b))
+    assert result.t == pytest.approx(reference.statistic) and result.p_value == pytest.approx(reference.pvalue)
+    assert result.dof == reference.df == 24 and result.n == 25
+    assert result.difference - result.ci95 == pytest.approx(interval.low)
+    assert result.difference + result.ci95 == pytest.approx(interval.high)
+    assert result.p_value < 0.01 < welch_test(a, b).p_value  # the unpaired test drowns in the tasks' spread
+    assert paired_test(b, a).t == pytest.approx(-result.t)
+
+
+def test_paired_test_without_enough_data_is_nan_and_refuses_unequal_sizes():
+    one = paired_test(np.array([2.0]), np.array([1.0]))
+    assert one.difference == 1.0 and np.isnan(one.ci95) and np.isnan(one.p_value) and one.n == 1
+    constant = paired_test(np.array([2.0, 3.0]), np.array([1.0, 2.0]))  # every difference is 1
+    assert constant.difference == 1.0 and np.isnan(constant.p_value)
+    with pytest.raises(ValueError, match="same size"):
+        paired_test(np.array([1.0, 2.0]), np.array([1.0]))
