@@ -1,5 +1,74 @@
-/* iframe-worker 1.0.4 (shim/index.js), https://github.com/squidfunk/iframe-worker, MIT License,
- * Copyright (c) 2020-2022 Martin Donath. Vendored so that the site's search runs from file:// without a network:
- * under file:// a browser refuses `new Worker(...)`; this shim runs the search worker in a hidden iframe instead.
- * mkdocs.yml loads it through extra.polyfills, which also stops the offline plugin from adding the unpkg.com copy. */
-"use strict";(()=>{function c(s,n){parent.postMessage(s,n||"*")}function d(...s){return s.reduce((n,e)=>n.then(()=>new Promise(r=>{let t=document.createElement("script");t.src=e,t.onload=r,document.body.appendChild(t)})),Promise.resolve())}var o=class extends EventTarget{constructor(e){super();this.url=e;this.m=e=>{e.source===this.w&&(this.dispatchEvent(new MessageEvent("message",{data:e.data})),this.onmessage&&this.onmessage(e))};this.e=(e,r,t,i,m)=>{if(r===`${this.url}`){let a=new ErrorEvent("error",{message:e,filename:r,lineno:t,colno:i,error:m});this.dispatchEvent(a),this.onerror&&this.onerror(a)}};let r=document.createElement("iframe");r.hidden=!0,document.body.appendChild(this.iframe=r),this.w.document.open(),this.w.document.write(`<html><body><script>postMessage=${c};importScripts=${d};addEventListener("error",({error})=>{parent.dispatchEvent(new ErrorEvent("error",{filename:"${e}",error}))})<\/script><script src=${e}?${+Date.now()}><\/script></body></html>`),this.w.document.close(),onmessage=this.m,onerror=this.e,this.r=new Promise((t,i)=>{this.w.onload=t,this.w.onerror=i})}terminate(){this.iframe.remove(),onmessage=onerror=null}postMessage(e){this.r.catch().then(()=>{this.w.dispatchEvent(new MessageEvent("message",structuredClone({data:e})))})}get w(){return this.iframe.contentWindow}};window.IFrameWorker=o;location.protocol==="file:"&&(window.Worker=o);})();
+/* A stand-in for `Worker` on pages opened from the file system (file://), written for this project.
+ *
+ * Browsers refuse `new Worker(url)` for a page loaded from file://, so the theme's search (which runs its index in
+ * a web worker) finds nothing there. This script, loaded before the theme through mkdocs.yml's `extra.polyfills`,
+ * replaces `Worker` on file:// pages only by a class that runs the worker's script in a hidden iframe of the same
+ * page: messages go to the iframe as `message` events on its window, and the script's `postMessage` calls reach
+ * this page as `message` events whose source is that iframe. Served over http(s) nothing changes.
+ */
+"use strict";
+(function () {
+  if (location.protocol !== "file:") {
+    return;
+  }
+
+  /* The globals a worker script expects, as source text for the iframe (it runs in the iframe's window). */
+  var WORKER_GLOBALS = [
+    "window.postMessage = function (data) { parent.postMessage(data, '*'); };",
+    "window.importScripts = function () {",
+    "  var urls = Array.prototype.slice.call(arguments);",
+    "  return urls.reduce(function (loaded, url) {",
+    "    return loaded.then(function () {",
+    "      return new Promise(function (resolve, reject) {",
+    "        var script = document.createElement('script');",
+    "        script.src = url; script.onload = resolve; script.onerror = reject;",
+    "        document.body.appendChild(script);",
+    "      });",
+    "    });",
+    "  }, Promise.resolve());",
+    "};"
+  ].join("\n");
+
+  function FrameWorker(url) {
+    var target = new EventTarget();
+    var frame = document.createElement("iframe");
+    frame.hidden = true;
+    document.body.appendChild(frame);
+    var inner = frame.contentWindow;
+
+    inner.document.open();
+    inner.document.write("<!doctype html><html><body><script>" + WORKER_GLOBALS + "<\/script>" +
+                         "<script src=\"" + url + "\"><\/script></body></html>");
+    inner.document.close();
+    /* messages wait until the worker's script has run (the written document's load event) */
+    var ready = new Promise(function (resolve, reject) {
+      inner.addEventListener("load", resolve);
+      inner.addEventListener("error", reject);
+    });
+
+    function relay(event) {
+      if (event.source !== inner) {
+        return;
+      }
+      var message = new MessageEvent("message", { data: event.data });
+      target.dispatchEvent(message);
+      if (typeof target.onmessage === "function") {
+        target.onmessage(message);
+      }
+    }
+    window.addEventListener("message", relay);
+
+    target.postMessage = function (data) {
+      ready.then(function () {
+        inner.dispatchEvent(new MessageEvent("message", { data: structuredClone(data) }));
+      });
+    };
+    target.terminate = function () {
+      window.removeEventListener("message", relay);
+      frame.remove();
+    };
+    return target;
+  }
+
+  window.Worker = FrameWorker;
+})();
