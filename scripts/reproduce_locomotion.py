@@ -183,13 +183,7 @@ def train(args: argparse.Namespace, family: str, method: str, seed: int) -> str:
         sets = [*config_sets(args, family), f"seed={seed}", "num_threads=1"]
         command = [*cli, str(config_path(family, method)), *[x for s in sets for x in ("--set", s)], *common,
                    "--run-dir", str(directory)]
-    start = time.perf_counter()
-    rc = _run_child(command, directory.with_suffix(".log"))
-    if _stopping.is_set():
-        return f"{family} {name}: stopped"
-    if rc != 0:
-        raise RuntimeError(f"training {family} {name} failed (exit {rc}); see {directory.with_suffix('.log')}")
-    return f"{family} {name}: trained to {iterations} iterations in {time.perf_counter() - start:.0f} s"
+    return _job(command, directory, f"{family} {name}", f"trained to {iterations} iterations")
 
 
 def pretrain(args: argparse.Namespace, family: str) -> str:
@@ -200,13 +194,18 @@ def pretrain(args: argparse.Namespace, family: str) -> str:
     command = [sys.executable, str(Path(__file__).resolve()), "--pretrain-job", family, "--out", str(args.out),
                "--pretrain-iterations", str(args.pretrain_iterations), "--ant-episodes", str(args.ant_episodes),
                *[x for s in args.set for x in ("--set", s)]]
+    return _job(command, directory, f"{family} pretrained", f"{args.pretrain_iterations} iterations")
+
+
+def _job(command: list[str], directory: Path, what: str, done: str) -> str:
+    """Run one training ``command`` for ``directory`` (its log beside it); the line saying how it ended."""
     start = time.perf_counter()
     rc = _run_child(command, directory.with_suffix(".log"))
     if _stopping.is_set():
-        return f"{family} pretrained: stopped"
+        return f"{what}: stopped"
     if rc != 0:
-        raise RuntimeError(f"pretraining {family} failed (exit {rc}); see {directory.with_suffix('.log')}")
-    return f"{family} pretrained: {args.pretrain_iterations} iterations in {time.perf_counter() - start:.0f} s"
+        raise RuntimeError(f"{what} failed (exit {rc}); see {directory.with_suffix('.log')}")
+    return f"{what}: {done} in {time.perf_counter() - start:.0f} s"
 
 
 def baseline_config(args: argparse.Namespace, family: str) -> dict[str, Any]:
