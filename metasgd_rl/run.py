@@ -66,6 +66,7 @@ from metasgd_rl.model import (
     verify_digest,
     with_legacy_defaults,
 )
+from metasgd_rl.quote import short_repr
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -661,8 +662,7 @@ def _plain(value: Any) -> Any:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(_plain(value))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return short_repr(_plain(value), limit)
 
 
 def _check_logs(directory: Path, iteration: int, has_checkpoint: bool, saved: Mapping[str, Any]) -> None:
