@@ -88,6 +88,10 @@ class MetaWorldFamily(TaskFamily):
 
     benchmark: str = ""
     success_key = "success"
+    #: a rollout builds and steps at most 50 environments at a time (about 1 GB; without a bound, 50 goals × 10
+    #: episodes would hold 10 GB); a sampler's own ``max_envs`` overrides it. Envs are kept per class for reuse,
+    #: so at most ``max_envs`` of each class exist, whatever the number of tasks and episodes
+    max_envs = 50
 
     def __init__(self, *, env_name: str | None = None, benchmark_seed: int = 0,
                  max_episode_steps: int = METAWORLD_HORIZON):

@@ -39,9 +39,9 @@ ALGOS = ("metasgd", "maml")
 #: MAML fixes these constructor arguments (one untrained scalar α); its configs must not set them
 MAML_FIXED = ("alpha_granularity", "learn_alpha", "alpha_parameterization", "alpha_optimizer", "alpha_lr")
 #: the only keys ``--set`` may change when resuming: they do not change what the iterations compute (a
-#: ``task_chunk_size`` changes only the order of floating-point sums)
+#: ``task_chunk_size`` changes only the order of floating-point sums, ``max_envs`` nothing but peak memory)
 RESUME_MUTABLE = ("iterations", "checkpoint_every", "eval_every", "progress_bar", "sampler", "ray_address",
-                  "ray_workers", "task_chunk_size", "ray_startup_timeout")
+                  "ray_workers", "task_chunk_size", "ray_startup_timeout", "max_envs")
 
 
 #: the longest error message a refusal prints: values are quoted short (:func:`short_repr`); this bounds the rest
@@ -411,6 +411,7 @@ def _model_validators() -> dict[str, Validator]:
         "task_chunk_size": optional(integer(1)),
         "num_threads": optional(integer(1, MAX_THREADS)),
         "ray_startup_timeout": number(positive=True),
+        "max_envs": optional(integer(1)),
     }
 
 

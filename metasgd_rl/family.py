@@ -253,6 +253,10 @@ class TaskFamily(abc.ABC):
     #: is true at any of its steps; the sampler records it and evaluation reports the success rate beside the
     #: return.
     success_key: str | None = None
+    #: sub-envs a rollout builds and steps at a time unless the sampler is given its own ``max_envs`` (None: the
+    #: whole meta-batch at once). Families whose environments are large set it (Meta-World's hold about 20 MB each,
+    #: so 50 goals × 10 episodes at once would hold 10 GB); the batch is the same either way
+    max_envs: int | None = None
     observation_space: gym.Space
     action_space: gym.Space
     max_episode_steps: int

@@ -354,8 +354,9 @@ class MetaSGD:
 
     The documentation explains the arguments: the quickstart (``docs/getting-started.md``) shows them with their
     choices, ``docs/concepts/alpha.md`` α's options, ``docs/concepts/estimators-and-outer-optimisers.md`` the
-    estimators and outer optimisers, ``docs/guides/configs-and-cli.md`` the sampler, Ray, ``task_chunk_size``
-    and ``num_threads``. Advantages are GAE(``gamma``, ``gae_lambda``) on ``baseline`` (``"linear"``: MAML-RL's
+    estimators and outer optimisers, ``docs/guides/configs-and-cli.md`` the sampler, Ray, ``task_chunk_size``,
+    ``max_envs`` (sub-envs a rollout steps at a time: bounds its memory, never changes a batch) and
+    ``num_threads``. Advantages are GAE(``gamma``, ``gae_lambda``) on ``baseline`` (``"linear"``: MAML-RL's
     linear feature baseline, ``"none"``: returns-to-go), normalised per task when ``normalize_advantages``;
     ``learn_alpha=False`` keeps α at ``alpha_init``. ``outer_kwargs`` go to the outer optimiser:
     TRPO (``max_kl``, ``cg_iters``, ``cg_damping``, ``ls_steps``, ``ls_ratio``, ``fvp``, ``fvp_subsample``),
@@ -405,6 +406,7 @@ class MetaSGD:
         task_chunk_size: int | None = None,
         num_threads: int | None = 1,
         ray_startup_timeout: float = 120.0,
+        max_envs: int | None = None,
     ):
         if isinstance(family, str):
             self.family = make_task_family(family, **dict(family_kwargs or {}))
@@ -437,7 +439,10 @@ class MetaSGD:
         #: torch's CPU threads while this model computes (None: the process's setting); see metasgd_rl.threads
         self.num_threads = None if num_threads is None else _positive_int("num_threads", num_threads)
         self.ray_startup_timeout = ray_startup_timeout
-        self._sample_fn = make_sampler(self.sampler, self.family, ray_address, ray_workers, ray_startup_timeout)
+        #: sub-envs a rollout builds and steps at a time (None: the family's max_envs); never changes a batch
+        self.max_envs = None if max_envs is None else _positive_int("max_envs", max_envs)
+        self._sample_fn = make_sampler(self.sampler, self.family, ray_address, ray_workers, ray_startup_timeout,
+                                       self.max_envs)
         self.alpha_optimizer = _choice("alpha_optimizer", alpha_optimizer, ALPHA_OPTIMIZERS)
         if isinstance(alpha_lr, bool) or not isinstance(alpha_lr, (int, float)) or not (
                 np.isfinite(alpha_lr) and alpha_lr > 0):
@@ -497,6 +502,7 @@ class MetaSGD:
             task_chunk_size=self.task_chunk_size,
             num_threads=self.num_threads,
             ray_startup_timeout=self.ray_startup_timeout,
+            max_envs=self.max_envs,
         )
 
     @property

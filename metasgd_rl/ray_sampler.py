@@ -10,7 +10,9 @@ batch *is* the local sampler's batch for the same seed, whatever the number of a
 Failures never hang a run: an actor process that dies is restarted by Ray and its chunk redone (up to
 ``max_restarts`` times); beyond that, or when a rollout takes longer than ``timeout`` seconds, the rollout
 raises :class:`RolloutWorkerError` naming the chunk. An exception raised by the environment itself is
-re-raised on the learner as it is.
+re-raised on the learner as it is. New actors start in timed stages (the process, the rollout code's imports, the
+family: :mod:`metasgd_rl.rollout_worker`), and actors that do not start within ``startup_timeout`` fail with an
+error that says which stage was slow, or that Ray lacked the CPUs to place them.
 
 Ray is an optional dependency: ``pip install "metasgd-rl[distributed]"``.
 """
@@ -18,6 +20,7 @@ Ray is an optional dependency: ``pip install "metasgd-rl[distributed]"``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import threading
@@ -27,15 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from metasgd_rl.family import Task, TaskFamily, TaskFamilyError, one_line
+from metasgd_rl.family import Task, TaskFamily, TaskFamilyError
 from metasgd_rl.policies import Policy
-from metasgd_rl.sampler import EpisodeBatch, concat_chunks, rollout_chunk, rollout_seeds
+from metasgd_rl.rollout_worker import RolloutWorker, RolloutWorkerError
+from metasgd_rl.sampler import EpisodeBatch, concat_chunks, rollout_seeds
 
 INSTALL_HINT = "sampler='ray' needs Ray: pip install \"metasgd-rl[distributed]\" (or pip install ray)"
-
-
-class RolloutWorkerError(RuntimeError):
-    """A Ray rollout actor died more often than it may be restarted, or did not answer in time."""
 
 
 def import_ray() -> Any:
@@ -55,41 +55,6 @@ def family_spec(family: TaskFamily) -> TaskFamily | tuple[str, dict[str, Any]]:
     return family
 
 
-class RolloutWorker:
-    """The body of a Ray actor: one task family, rollouts of task chunks (see :func:`rollout_chunk`)."""
-
-    def __init__(self, spec: TaskFamily | tuple[str, dict[str, Any]], num_threads: int = 1):
-        torch.set_num_threads(num_threads)
-        #: why the family could not be made here: :meth:`ping` reports it, so that the learner says it in one line
-        #: (an actor whose constructor raised would be restarted and then reported as dead)
-        self.error: str | None = None
-        self.family: TaskFamily | None = None
-        if isinstance(spec, TaskFamily):
-            self.family = spec
-            return
-        from metasgd_rl.registry import make_task_family
-
-        family_id, kwargs = spec
-        try:
-            self.family = make_task_family(family_id, **kwargs)
-        except Exception as err:  # noqa: BLE001 (reported to the learner by ping)
-            self.error = (f"a Ray rollout actor could not make task family {family_id!r} (an actor rebuilds the "
-                          f"family from its id in a fresh process): {one_line(err)}")
-
-    def rollout(self, policy: Policy, params: Mapping[str, torch.Tensor], tasks: Sequence[Task], episodes: int,
-                env_seed: int, noise_seed: int, first_task: int, total_tasks: int) -> EpisodeBatch:
-        if self.family is None:
-            raise RolloutWorkerError(self.error)
-        return rollout_chunk(self.family, policy, params, tasks, episodes, env_seed, noise_seed, first_task,
-                             total_tasks)
-
-    def ping(self) -> tuple[int, str | None]:
-        """The actor's process id, and why it cannot roll out (None when it can)."""
-        import os
-
-        return os.getpid(), self.error
-
-
 class RaySampler:
     """A drop-in for :func:`~metasgd_rl.sampler.sample_episodes` that rolls out on Ray actors.
 
@@ -101,11 +66,13 @@ class RaySampler:
     ``timeout``: seconds a rollout may take before it fails (the actors are then killed and recreated on the
     next rollout). ``startup_timeout``: seconds new actors may take to start; actors that cannot be placed
     (more actors × ``num_cpus`` than the cluster has free) fail with an error that says so instead of waiting.
+    ``max_envs``: sub-envs each actor builds and steps at a time (None: the family's
+    :attr:`~metasgd_rl.TaskFamily.max_envs`); it bounds an actor's memory and never changes the batch.
     """
 
     def __init__(self, family: TaskFamily, address: str | None = None, num_workers: int | None = None,
                  max_restarts: int = 2, timeout: float = 600.0, num_cpus: float = 1.0,
-                 startup_timeout: float = 120.0):
+                 startup_timeout: float = 120.0, max_envs: int | None = None):
         self.ray = import_ray()
         if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
                                         or num_workers < 1):
@@ -118,7 +85,13 @@ class RaySampler:
         self.family, self.address = family, address
         self.num_workers, self.max_restarts, self.timeout = num_workers, max_restarts, float(timeout)
         self.num_cpus, self.startup_timeout = float(num_cpus), float(startup_timeout)
+        if max_envs is not None and (isinstance(max_envs, bool) or not isinstance(max_envs, int) or max_envs < 1):
+            raise ValueError(f"max_envs={max_envs!r} is not allowed; use an integer >= 1 or None")
+        self.max_envs = max_envs
         self._actors: list[Any] = []
+        #: when the last new actors had finished each start-up stage (ping, load, build), in seconds after their
+        #: creation; () before any were started
+        self.startup_seconds: tuple[float, ...] = ()
 
     # -- actors ------------------------------------------------------------------------------------
     def _init_ray(self) -> None:
@@ -134,30 +107,50 @@ class RaySampler:
     def _new_actor(self) -> Any:
         actor_cls = self.ray.remote(num_cpus=self.num_cpus, max_restarts=self.max_restarts,
                                     max_task_retries=self.max_restarts)(RolloutWorker)
-        return actor_cls.remote(self._spec)
+        return actor_cls.remote(self._spec, name=self._family_name)
 
     def actors(self, count: int) -> list[Any]:
         """At least ``count`` live actor handles (created on first use; Ray restarts dead ones)."""
         self._init_ray()
         if not self._actors:  # by value: a restarted actor must not depend on an object that may be gone
-            self._spec = family_spec(self.family)
+            # pickled here, so that the actor's constructor arguments import nothing (its build() unpickles them)
+            self._spec = self.ray.cloudpickle.dumps(family_spec(self.family))
+            self._family_name = self.family.id if self.family.id is not None else type(self.family).__name__
         new = [self._new_actor() for _ in range(count - len(self._actors))]
         if new:
-            pings = [actor.ping.remote() for actor in new]
-            _, waiting = self.ray.wait(pings, num_returns=len(pings), timeout=self.startup_timeout)
-            errors = [error for _, error in self.ray.get([p for p in pings if p not in waiting]) if error]
+            self._start(new)
+            self._actors += new
+        return self._actors[:count]
+
+    def _start(self, new: list[Any]) -> None:
+        """Wait until the ``new`` actors are up, have imported the rollout code and made the family (the stages of
+        :mod:`metasgd_rl.rollout_worker`), all within ``startup_timeout``; else kill them and raise a
+        :class:`RolloutWorkerError` that says which stage did not finish and how long the earlier ones took."""
+        import time
+
+        began = time.monotonic()
+        deadline = began + self.startup_timeout
+        # an actor runs its calls in order: queue the three stages on every actor now, then wait stage by stage
+        stages = [[actor.ping.remote() for actor in new], [actor.load.remote() for actor in new],
+                  [actor.build.remote() for actor in new]]
+        finished: list[float] = []  # seconds after creation at which each stage had finished on every actor
+        for refs in stages:
+            _, waiting = self.ray.wait(refs, num_returns=len(refs), timeout=max(0.0, deadline - time.monotonic()))
+            errors = [result[1] for result in self.ray.get([r for r in refs if r not in waiting]) if result[1]]
             if waiting or errors:
                 for actor in new:
                     self.ray.kill(actor)
             if errors:
                 raise RolloutWorkerError(errors[0])
             if waiting:
+                placed = bool(finished)  # an actor that answered a ping was placed: its CPUs are not the question
                 raise RolloutWorkerError(startup_timeout_message(
                     len(waiting), len(new), self.num_cpus, self.startup_timeout,
                     total_cpus=self.ray.cluster_resources().get("CPU", 0.0),
-                    free_cpus=self._free_cpus(len(new) * self.num_cpus)))
-            self._actors += new
-        return self._actors[:count]
+                    free_cpus=None if placed else self._free_cpus(len(new) * self.num_cpus),
+                    finished=finished, family=self._family_name))
+            finished.append(time.monotonic() - began)
+        self.startup_seconds = tuple(finished)
 
     def _free_cpus(self, wanted: float, wait: float = 3.0) -> float:
         """Ray's free CPUs once those of just-killed actors are back (Ray releases them asynchronously): polls for
@@ -207,7 +200,7 @@ class RaySampler:
             first, last = int(index[0]), int(index[-1]) + 1
             chunk_params = {n: p[first:last].clone() for n, p in cpu_params.items()}
             refs.append(actor.rollout.remote(policy_ref, chunk_params, tasks[first:last], int(episodes_per_task),
-                                             env_seed, noise_seed, first, total))
+                                             env_seed, noise_seed, first, total, self.max_envs))
             chunks.append((first, last))
         results = self._gather(refs, chunks)
         return concat_chunks(results).to(device)
@@ -258,24 +251,40 @@ def keep_signal_handlers() -> Iterator[None]:
 
 
 def startup_timeout_message(waiting: int, new: int, num_cpus: float, startup_timeout: float, total_cpus: float,
-                            free_cpus: float) -> str:
-    """Why ``waiting`` of ``new`` actors did not answer within ``startup_timeout`` seconds, and what to do.
+                            free_cpus: float | None, finished: Sequence[float] = (), family: str | None = None) -> str:
+    """Why ``waiting`` of ``new`` actors did not start within ``startup_timeout`` seconds, and what to do (one line).
 
-    ``free_cpus``: Ray's free CPUs after those actors were killed. Fewer than the actors need: they could not be
-    placed (too few CPUs, or other Ray work holds them). Otherwise Ray had placed them and they were merely slow to
-    start (an actor imports torch, gymnasium and the family's modules: minutes on a heavily loaded machine).
+    ``finished``: the seconds after their creation at which the earlier start-up stages had finished on every
+    actor (see :mod:`metasgd_rl.rollout_worker`): none, the processes never answered a ping; one, they were up but
+    had not imported torch and the rollout code; two, they had not made the task family (``family``: its id or
+    class name). ``free_cpus``: Ray's free CPUs after those actors were killed (None: not asked, the actors were
+    placed). Fewer than the actors need while none answered: they could not be placed (too few CPUs, or other Ray
+    work holds them). Otherwise they were merely slow, and the message says at which stage.
     """
     needed = new * num_cpus
     head = (f"{waiting} of {new} new Ray rollout actors (num_cpus={num_cpus:g} each) did not start within "
             f"startup_timeout={startup_timeout:g} s")
-    if free_cpus < needed:
-        return (f"{head}: they need {needed:g} CPUs but Ray has only {free_cpus:g} of its {total_cpus:g} CPUs free "
-                "(the rest are held by this sampler's other actors or by other Ray work); use fewer workers "
-                "(ray_workers) or free the CPUs")
-    return (f"{head}, although Ray has the CPUs for them ({free_cpus:g} of {total_cpus:g} free): they were slow to "
-            "start (an actor imports torch, gymnasium and the family's modules, which can take minutes on a heavily "
-            "loaded machine); raise the timeout (config key ray_startup_timeout, or "
-            "RaySampler(startup_timeout=...)) or reduce the load")
+    advice = "raise the timeout (config key ray_startup_timeout, or RaySampler(startup_timeout=...)) or reduce the load"
+    stage = min(len(finished), 2)
+    if stage == 0:
+        if free_cpus is not None and free_cpus < needed:
+            return (f"{head}: they need {needed:g} CPUs but Ray has only {free_cpus:g} of its {total_cpus:g} CPUs "
+                    "free (the rest are held by this sampler's other actors or by other Ray work); use fewer workers "
+                    "(ray_workers) or free the CPUs")
+        cpus = "" if free_cpus is None else \
+            f", although Ray has the CPUs for them ({free_cpus:g} of {total_cpus:g} free)"
+        return (f"{head}{cpus}: the worker processes were not up after {startup_timeout:g} s (Ray starts a Python "
+                "process per actor, which imports Ray and this package's light worker module; slow only on a "
+                f"heavily loaded machine); {advice}")
+    up = f"the worker processes were up after {finished[0]:.1f} s"
+    if stage == 1:
+        return (f"{head}: {up}, but importing torch and the rollout code had not finished after "
+                f"{startup_timeout - finished[0]:.1f} s (on a loaded machine torch's import alone can take a "
+                f"minute); {advice}")
+    name = "" if family is None else f" {family!r}"
+    return (f"{head}: {up} and imported torch and the rollout code in {finished[1] - finished[0]:.1f} s, but making "
+            f"task family{name} (importing its module and building it) had not finished after "
+            f"{startup_timeout - finished[1]:.1f} s; {advice}")
 
 
 def _cpu_copy(policy: Policy) -> Policy:
@@ -293,15 +302,17 @@ def _ranges(chunks: Sequence[tuple[int, int]]) -> str:
 
 
 def make_sampler(kind: str, family: TaskFamily, ray_address: str | None = None, ray_workers: int | None = None,
-                 ray_startup_timeout: float = 120.0):
+                 ray_startup_timeout: float = 120.0, max_envs: int | None = None):
     """``"local"``: :func:`~metasgd_rl.sampler.sample_episodes`; ``"ray"``: a :class:`RaySampler`
-    (``ray_startup_timeout``: its ``startup_timeout``)."""
+    (``ray_startup_timeout``: its ``startup_timeout``). ``max_envs``: sub-envs stepped at a time (per actor on
+    Ray; None: the family's :attr:`~metasgd_rl.TaskFamily.max_envs`)."""
     from metasgd_rl.sampler import sample_episodes
 
     if kind == "local":
-        return sample_episodes
+        return sample_episodes if max_envs is None else functools.partial(sample_episodes, max_envs=max_envs)
     if kind == "ray":
-        return RaySampler(family, address=ray_address, num_workers=ray_workers, startup_timeout=ray_startup_timeout)
+        return RaySampler(family, address=ray_address, num_workers=ray_workers, startup_timeout=ray_startup_timeout,
+                          max_envs=max_envs)
     raise ValueError(f"sampler={kind!r} is not allowed; use one of {list(SAMPLERS)}")
 
 

@@ -82,15 +82,17 @@ class ComparisonError(ValueError):
 # -- loading and evaluating runs --------------------------------------------------------------------------------
 
 
-def load_checkpoint(path: str | os.PathLike, name: str = "CHECKPOINT", allow_env_imports: bool = False) -> MetaSGD:
+def load_checkpoint(path: str | os.PathLike, name: str = "CHECKPOINT", allow_env_imports: bool = False,
+                    max_envs: int | None = None) -> MetaSGD:
     """``MetaSGD.load(path, allow_env_imports=...)``, with a :class:`ComparisonError` naming ``path`` if it is
-    missing or not loadable."""
+    missing or not loadable; ``max_envs`` (if given) replaces the saved bound on sub-envs per rollout."""
     import pickle
 
     from metasgd_rl.model import CheckpointError, EnvImportError, MetaSGD
 
     try:
-        return MetaSGD.load(path, allow_env_imports=allow_env_imports)
+        overrides = {} if max_envs is None else {"max_envs": max_envs}
+        return MetaSGD.load(path, allow_env_imports=allow_env_imports, **overrides)
     except (EnvImportError, CheckpointError) as err:  # their messages name the file and what is wrong
         raise ComparisonError(f"{name}={os.fspath(path)!r} is not allowed: {err}") from err
     except FileNotFoundError as err:

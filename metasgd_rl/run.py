@@ -543,7 +543,7 @@ def _load_checkpoint(path: Path, config: Mapping[str, Any], allow_env_imports: b
         # everything else comes from the checkpoint
         model = MetaSGD.load(path, allow_env_imports=allow_env_imports,
                              **{k: config[k] for k in ("sampler", "ray_address", "ray_workers", "task_chunk_size",
-                                                       "ray_startup_timeout")})
+                                                       "ray_startup_timeout", "max_envs")})
     except EnvImportError as err:
         raise ConfigError(str(err)) from err
     except Exception as err:  # a checkpoint is only ever replaced atomically: report, do not guess

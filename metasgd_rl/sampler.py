@@ -131,17 +131,36 @@ def sample_episodes(
     episodes_per_task: int,
     seed: int | np.random.SeedSequence,
     device: torch.device | str = "cpu",
+    max_envs: int | None = None,
 ) -> EpisodeBatch:
     """Roll out ``episodes_per_task`` episodes of each task, task t with the parameter set ``params[·][t]``.
 
     ``params`` carry a leading task axis of length ``len(tasks)`` (see :mod:`metasgd_rl.policies`).
     Sub-envs are reset with one seed (sub-env i gets seed + i) and the policy's noise comes from a local
-    torch generator, both derived from ``seed``: the same seed gives the same batch.
+    torch generator, both derived from ``seed``: the same seed gives the same batch. ``max_envs`` bounds the
+    sub-envs that exist at a time (see :func:`rollout_chunk`); it never changes the batch.
     """
     env_seed, noise_seed = rollout_seeds(seed)
     tasks = list(tasks)
     return rollout_chunk(family, policy, params, tasks, episodes_per_task, env_seed, noise_seed, 0, len(tasks),
-                         device)
+                         device, max_envs=max_envs)
+
+
+def envs_limit(family: TaskFamily, max_envs: int | None) -> int | None:
+    """The bound on sub-envs at a time that a rollout of ``family`` obeys: ``max_envs`` if given, else the
+    family's :attr:`~metasgd_rl.TaskFamily.max_envs` (None: no bound)."""
+    limit = max_envs if max_envs is not None else getattr(family, "max_envs", None)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise ValueError(f"max_envs={limit!r} is not allowed; use an integer >= 1 or None (no bound)")
+    return None if limit is None else int(limit)
+
+
+def tasks_per_rollout(num_tasks: int, episodes: int, limit: int | None) -> int:
+    """How many tasks' sub-envs step together under the bound ``limit`` (all of them without one). A task's
+    episodes always step together, so a bound below ``episodes`` still runs one task (``episodes`` sub-envs)."""
+    if limit is None:
+        return max(num_tasks, 1)
+    return max(1, limit // max(episodes, 1))
 
 
 @torch.no_grad()
@@ -156,9 +175,17 @@ def rollout_chunk(
     first_task: int,
     total_tasks: int,
     device: torch.device | str = "cpu",
+    max_envs: int | None = None,
 ) -> EpisodeBatch:
     """Tasks ``first_task ..`` of a meta-batch of ``total_tasks``, exactly as :func:`sample_episodes` rolls
     them out for the whole meta-batch.
+
+    ``max_envs`` (default: the family's :attr:`~metasgd_rl.TaskFamily.max_envs`, None for no bound): at most this
+    many sub-envs are built and stepped at a time; the tasks are rolled out in consecutive groups of
+    ``max_envs // episodes_per_task`` (at least one task), each exactly as inside the whole chunk, and joined. The
+    batch is the same bit for bit; peak memory no longer grows with tasks × episodes for simulators whose
+    environments are large (Meta-World's hold about 20 MB each), and a family that reuses its envs between rollouts
+    keeps only a group's worth.
 
     The vector env of this chunk is reset with ``env_seed + first_task * episodes_per_task`` (its sub-env j is
     sub-env ``first_task * E + j`` of the whole batch), and at every step the noise of all ``total_tasks`` tasks
@@ -172,6 +199,31 @@ def rollout_chunk(
     if not 0 <= first_task <= total_tasks - num_tasks:
         raise ValueError(f"tasks {first_task}..{first_task + num_tasks - 1} are not within a meta-batch of "
                          f"{total_tasks} tasks")
+    group = tasks_per_rollout(num_tasks, episodes, envs_limit(family, max_envs))
+    if group >= num_tasks:
+        return _rollout_group(family, policy, params, tasks, episodes, env_seed, noise_seed, first_task,
+                              total_tasks, device)
+    return concat_chunks([
+        _rollout_group(family, policy, {n: p[start:start + group] for n, p in params.items()},
+                       tasks[start:start + group], episodes, env_seed, noise_seed, first_task + start, total_tasks,
+                       device)
+        for start in range(0, num_tasks, group)])
+
+
+def _rollout_group(
+    family: TaskFamily,
+    policy: Policy,
+    params: Mapping[str, torch.Tensor],
+    tasks: list[Task],
+    episodes: int,
+    env_seed: int,
+    noise_seed: int,
+    first_task: int,
+    total_tasks: int,
+    device: torch.device | str,
+) -> EpisodeBatch:
+    """:func:`rollout_chunk` of tasks whose sub-envs all step at once, in one vector env."""
+    num_tasks = len(tasks)
     horizon = int(family.max_episode_steps)
     generator = torch.Generator(device=device).manual_seed(noise_seed)
     task_slice = slice(first_task, first_task + num_tasks)

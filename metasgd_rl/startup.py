@@ -1,11 +1,12 @@
 """A Ctrl-C while the ``metasgd-rl`` command imports the package (torch alone takes a second or two): one line and
 exit status 130, not a traceback through torch's import machinery.
 
-``metasgd_rl/__init__.py`` imports this module first, which installs the handler, and calls :func:`restore` after
-its last import; from then on :func:`metasgd_rl.cli.main` catches ``KeyboardInterrupt`` itself. Python code that
-imports the library is left alone: the handler is installed only in the command's own process (the console script
-``metasgd-rl`` or ``python -m metasgd_rl``), and only where SIGINT has Python's default handler (a process started
-with SIGINT ignored keeps ignoring it).
+``metasgd_rl/__init__.py`` imports this module first, which installs the handler. The package imports its other
+modules only when one of its names is first used, so the command's heavy imports (torch, numpy, gymnasium) happen
+in :func:`metasgd_rl.cli.main` after its arguments are parsed; it calls :func:`restore` once they are done, and
+from then on catches ``KeyboardInterrupt`` itself. Python code that imports the library is left alone: the handler
+is installed only in the command's own process (the console script ``metasgd-rl`` or ``python -m metasgd_rl``),
+and only where SIGINT has Python's default handler (a process started with SIGINT ignored keeps ignoring it).
 """
 
 from __future__ import annotations

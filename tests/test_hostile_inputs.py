@@ -346,6 +346,28 @@ def test_ctrl_c_while_the_command_imports_the_package_is_one_line_and_exit_130(a
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_ctrl_c_while_the_command_imports_torch_is_one_line_and_exit_130():
+    # the package imports its modules on first use: the command imports torch in main, after parsing its arguments,
+    # still under startup's handler, which main gives back once the imports are done
+    code = ("import os, signal, sys\n"
+            "sys.argv[0] = 'metasgd-rl'\n"
+            "from metasgd_rl import startup\n"
+            "from metasgd_rl.cli import main\n"
+            "assert 'torch' not in sys.modules and signal.getsignal(signal.SIGINT) is startup._interrupted\n"
+            "if sys.argv[1] == 'interrupt':\n"
+            "    class CtrlC:  # Ctrl-C as torch's import begins\n"
+            "        def find_spec(self, name, path=None, target=None):\n"
+            "            if name == 'torch':\n"
+            "                os.kill(os.getpid(), signal.SIGINT)\n"
+            "    sys.meta_path.insert(0, CtrlC())\n"
+            "code = main(['families'])\n"
+            "assert code == 0 and 'torch' in sys.modules, code\n"
+            "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n")
+    for how, expect in (("interrupt", (130, "metasgd-rl: interrupted\n")), ("run", (0, ""))):
+        result = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, timeout=300)
+        assert (result.returncode, result.stderr) == expect
+
+
 ALLOCATOR = ("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to "
              "allocate 1600000000 bytes.")
 

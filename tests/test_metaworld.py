@@ -175,6 +175,25 @@ def test_classes_mix_in_one_meta_batch_and_envs_are_kept_per_class(ml10):
     assert torch.equal(again.observations, batch.observations) and torch.equal(again.rewards, batch.rewards)
 
 
+def test_a_bounded_rollout_keeps_at_most_max_envs_and_gives_the_same_batch():
+    family = msr.make_task_family("MetaWorld-ML1-v0", env_name="push-v3", max_episode_steps=10)  # fresh pools
+    assert family.max_envs == 50  # Meta-World's default bound
+    try:
+        tasks = family.sample_tasks(7, np.random.default_rng(0), split="test")
+        policy = make_policy(family.observation_space, family.action_space, hidden_sizes=(8,),
+                             generator=torch.Generator().manual_seed(0))
+        params = {n: p.detach().unsqueeze(0).expand(7, *p.shape) + 0.5 * torch.randn(7, *p.shape, generator=gen)
+                  for gen in [torch.Generator().manual_seed(1)] for n, p in policy.adaptable_parameters().items()}
+        bounded = sample_episodes(family, policy, params, tasks, 3, seed=4, max_envs=5)  # one task (3 envs) at a time
+        assert sum(len(pool) for pool in family._pools.values()) == 3
+        whole = sample_episodes(family, policy, params, tasks, 3, seed=4, max_envs=21)
+        assert sum(len(pool) for pool in family._pools.values()) == 21
+        for name in ("observations", "actions", "rewards", "mask", "success"):
+            assert torch.equal(getattr(bounded, name), getattr(whole, name)), name
+    finally:
+        family.close()
+
+
 def pooled_class_name(family, task) -> str:
     return family._classes[task["split"]][task["env_name"]].__name__
 

@@ -51,6 +51,14 @@ class Hangs(Navigation2DRandomStartFamily):
         return super().make_vector_env(tasks, episodes_per_task)
 
 
+class SlowToUnpickle(Navigation2DRandomStartFamily):
+    """Navigation2D that an actor takes two minutes to unpickle: its start-up's last stage, making the family."""
+
+    def __setstate__(self, state):
+        time.sleep(120)
+        self.__dict__.update(state)
+
+
 class Raises(Navigation2DRandomStartFamily):
     def make_vector_env(self, tasks, episodes_per_task):
         raise ValueError("this env is broken")
@@ -173,6 +181,23 @@ def test_more_actors_than_the_cluster_can_place_is_an_error_not_a_hang(local_ray
     with pytest.raises(RolloutWorkerError, match="did not start within startup_timeout=10 s: they need 3 CPUs but Ray "
                                                  "has only 2 of its 2 CPUs free"):
         sampler(family, policy, policy.task_parameters(3), tasks, 1, seed=0)
+    assert sampler._actors == []
+
+
+def test_actors_slow_to_make_the_family_fail_with_an_error_that_names_that_stage(local_ray):
+    family = SlowToUnpickle()  # no registry id: pickled, and unpickled by the actor's build()
+    policy = make_policy(family.observation_space, family.action_space, hidden_sizes=(8,))
+    tasks = family.sample_tasks(2, np.random.default_rng(0))
+    # 30 s: ample for Ray's worker start and torch's import on a loaded machine (3 s on 2 busy cores), not for 120 s
+    sampler = RaySampler(family, num_workers=1, startup_timeout=30)
+    began = time.monotonic()
+    with pytest.raises(RolloutWorkerError, match=(
+            r"^1 of 1 new Ray rollout actors \(num_cpus=1 each\) did not start within startup_timeout=30 s: the "
+            r"worker processes were up after [\d.]+ s and imported torch and the rollout code in [\d.]+ s, but "
+            r"making task family 'SlowToUnpickle' \(importing its module and building it\) had not finished after "
+            r"[\d.]+ s; raise the timeout \(config key ray_startup_timeout")) as info:
+        sampler(family, policy, policy.task_parameters(2), tasks, 1, seed=0)
+    assert "\n" not in str(info.value) and time.monotonic() - began < 60
     assert sampler._actors == []
 
 

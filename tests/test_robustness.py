@@ -5,6 +5,7 @@ from deep inside or a silent wrong result."""
 from __future__ import annotations
 
 import copy
+import pickle
 import re
 import uuid
 import warnings
@@ -230,13 +231,29 @@ def test_a_config_naming_an_unregistered_family_ends_in_one_line(tmp_path, capsy
 
 def test_a_ray_worker_that_cannot_make_the_family_says_why_instead_of_dying():
     worker = RolloutWorker(("MyEnv-v0", {}))  # the actor's body, without Ray: a fresh process lacks the id
-    _, error = worker.ping()
+    assert worker.ping()[1] is None and worker.load()[1] is None  # up, and the rollout code imports
+    _, error = worker.build()
     assert error.startswith("a Ray rollout actor could not make task family 'MyEnv-v0' (an actor rebuilds the family "
                             "from its id in a fresh process): UnknownTaskFamilyError: task family 'MyEnv-v0' is not "
                             "registered in this process: ")
+    assert worker.ping()[1] == error
     with pytest.raises(RolloutWorkerError, match="could not make task family 'MyEnv-v0'"):
         worker.rollout(None, {}, [], 1, 0, 0, 0, 0)
-    assert RolloutWorker(("Navigation2D-v0", {})).ping()[1] is None
+    assert RolloutWorker(("Navigation2D-v0", {})).build()[1] is None
+    unpicklable = pickle.dumps(("no_such_module_xyz", {}))[:-3]  # a truncated pickle, as from a broken sender
+    error = RolloutWorker(unpicklable, name="MyFamily").build()[1]
+    assert error.startswith("a Ray rollout actor could not make task family 'MyFamily' (an actor unpickles the family "
+                            "in a fresh process): ") and "\n" not in error
+
+
+def test_a_restarted_ray_worker_loads_and_builds_on_its_first_rollout():
+    """Ray reruns only the constructor of a restarted actor: its first rollout makes the family itself."""
+    worker = RolloutWorker(pickle.dumps(("Navigation2D-v0", {"max_episode_steps": 3})))
+    family = msr.make_task_family("Navigation2D-v0", max_episode_steps=3)
+    policy = make_policy(family.observation_space, family.action_space, hidden_sizes=(4,))
+    tasks = family.sample_tasks(2, np.random.default_rng(0))
+    batch = worker.rollout(policy, policy.task_parameters(2), tasks, 1, 0, 1, 0, 2)
+    assert worker.family is not None and batch.observations.shape[:2] == (3, 2)  # [H, T]
 
 
 # -- 5. NaN / inf in one step of one task ----------------------------------------------------------------------
@@ -334,13 +351,32 @@ def test_a_non_finite_value_in_an_evaluation_rollout_is_reported():
 # -- 6. Ray's startup timeout ----------------------------------------------------------------------------------
 
 
-def test_actors_slow_to_start_on_a_loaded_machine_are_told_to_raise_the_timeout():
+ADVICE = "raise the timeout (config key ray_startup_timeout, or RaySampler(startup_timeout=...)) or reduce the load"
+
+
+def test_actors_whose_processes_are_slow_to_start_are_told_to_raise_the_timeout():
     message = startup_timeout_message(2, 2, 1.0, 120.0, total_cpus=2.0, free_cpus=2.0)
     assert message == ("2 of 2 new Ray rollout actors (num_cpus=1 each) did not start within startup_timeout=120 s, "
-                       "although Ray has the CPUs for them (2 of 2 free): they were slow to start (an actor imports "
-                       "torch, gymnasium and the family's modules, which can take minutes on a heavily loaded "
-                       "machine); raise the timeout (config key ray_startup_timeout, or "
-                       "RaySampler(startup_timeout=...)) or reduce the load")
+                       "although Ray has the CPUs for them (2 of 2 free): the worker processes were not up after "
+                       "120 s (Ray starts a Python process per actor, which imports Ray and this package's light "
+                       f"worker module; slow only on a heavily loaded machine); {ADVICE}")
+
+
+def test_actors_slow_to_import_torch_are_told_which_stage_was_slow():
+    message = startup_timeout_message(2, 2, 1.0, 120.0, total_cpus=2.0, free_cpus=None, finished=[4.13])
+    assert message == ("2 of 2 new Ray rollout actors (num_cpus=1 each) did not start within startup_timeout=120 s: "
+                       "the worker processes were up after 4.1 s, but importing torch and the rollout code had not "
+                       "finished after 115.9 s (on a loaded machine torch's import alone can take a minute); "
+                       f"{ADVICE}")
+
+
+def test_actors_slow_to_make_the_family_are_told_which_stage_was_slow():
+    message = startup_timeout_message(1, 2, 1.0, 60.0, total_cpus=2.0, free_cpus=None, finished=[2.0, 12.5],
+                                      family="HalfCheetahVel-v0")
+    assert message == ("1 of 2 new Ray rollout actors (num_cpus=1 each) did not start within startup_timeout=60 s: "
+                       "the worker processes were up after 2.0 s and imported torch and the rollout code in 10.5 s, "
+                       "but making task family 'HalfCheetahVel-v0' (importing its module and building it) had not "
+                       f"finished after 47.5 s; {ADVICE}")
 
 
 def test_actors_that_cannot_be_placed_are_told_about_the_cpus():
@@ -348,6 +384,8 @@ def test_actors_that_cannot_be_placed_are_told_about_the_cpus():
     assert message.startswith("1 of 3 new Ray rollout actors (num_cpus=1 each) did not start within "
                               "startup_timeout=10 s: they need 3 CPUs but Ray has only 2 of its 2 CPUs free")
     assert message.endswith("use fewer workers (ray_workers) or free the CPUs")
+    # actors that answered a ping were placed: a later stage is slow whatever Ray's free CPUs are now
+    assert "CPUs free" not in startup_timeout_message(3, 3, 1.0, 10.0, total_cpus=2.0, free_cpus=None, finished=[1.0])
 
 
 def test_the_startup_timeout_is_a_config_key_that_reaches_the_ray_sampler(monkeypatch):

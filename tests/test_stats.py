@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from metasgd_rl.stats import mean_ci95, paired_test, t_ci95, welch_test
+from metasgd_rl.stats import interquartile_mean, mean_ci95, paired_test, t_ci95, welch_test
 
 
 def test_mean_ci95_of_known_data():
@@ -85,3 +85,11 @@ def test_paired_test_without_enough_data_is_nan_and_refuses_unequal_sizes():
     assert constant.difference == 1.0 and np.isnan(constant.p_value)
     with pytest.raises(ValueError, match="same size"):
         paired_test(np.array([1.0, 2.0]), np.array([1.0]))
+
+
+def test_interquartile_mean_drops_the_outer_quarters():
+    assert interquartile_mean([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 10.0]) == pytest.approx(0.35)  # 0.2..0.5
+    assert interquartile_mean([0.1, 0.3]) == pytest.approx(0.2)  # too few to cut: the mean
+    assert interquartile_mean([5.0, 1.0, 3.0, 100.0]) == pytest.approx(4.0)  # 3 and 5
+    with pytest.raises(ValueError, match="no values"):
+        interquartile_mean([])

@@ -1,0 +1,153 @@
+"""Meta-World's own meta-RL evaluation of trained runs, per environment class, mean and IQM over seeds.
+
+    python scripts/evaluate_metaworld.py runs/metaworld/ml1-push-*-s* --out docs/metaworld/ml1-push/protocol
+
+Each RUN (a run directory, whose final.pt or else checkpoint.pt is used, or a checkpoint file) is evaluated with
+``metaworld.evaluation.metalearning_evaluation`` over every test goal of its benchmark (see
+``envs/metaworld_protocol.py``: one sub-env per class and 50 rounds by default, 10 adaptation episodes, one inner
+step, 3 evaluation episodes ending at success). Results are cached per checkpoint digest and settings in
+``OUT/runs/``, so adding a seed re-evaluates only that run. ``OUT/results.md`` and ``OUT/results.json`` give, per
+method, the success rate of each seed, their mean ± 95 % t-interval and interquartile mean (Meta-World+'s
+aggregate), the per-goal success before and after adaptation, and each class's success (mean over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metasgd_rl.io import atomic_write_text
+from metasgd_rl.stats import interquartile_mean, mean_ci95
+
+
+def checkpoint_of(path: Path) -> Path:
+    if path.is_dir():
+        for name in ("final.pt", "checkpoint.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise SystemExit(f"{path}: no final.pt or checkpoint.pt in this run directory")
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such run directory or checkpoint")
+    return path
+
+
+def evaluate(path: Path, settings: dict[str, Any], cache: Path) -> dict[str, Any]:
+    """The protocol's result for one checkpoint, from the cache when its digest and the settings match."""
+    from metasgd_rl.report import load_checkpoint, method_label
+    from metasgd_rl_envs.metaworld_protocol import metaworld_protocol
+
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    cached = cache / f"{sha[:16]}.json"
+    if cached.is_file():
+        result = json.loads(cached.read_text())
+        if result.get("checkpoint_sha256") == sha and result.get("settings") == settings:
+            print(f"{path}: cached ({cached})", flush=True)
+            return result
+    model = load_checkpoint(path)
+    start = time.perf_counter()
+    result = metaworld_protocol(model, **settings)
+    result.update(checkpoint=str(path), checkpoint_sha256=sha, settings=settings, method=method_label(model),
+                  iteration=model.iteration, seconds=round(time.perf_counter() - start, 1))
+    model.family.close()
+    cache.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cached, json.dumps(result, indent=1) + "\n")
+    print(f"{path}: {result['method']} at iteration {model.iteration}: success {result['success']:.3f} "
+          f"({result['seconds']:.0f} s)", flush=True)
+    return result
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method (the label without its seed): each seed's numbers, mean ± 95 % interval and IQM over seeds."""
+    methods: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        methods.setdefault(re.sub(r" \(seed .*\)$", "", result["method"]), []).append(result)
+    summary = {}
+    for method, runs in methods.items():
+        runs = sorted(runs, key=lambda r: r["method"])
+        scores = {"success": [r["success"] for r in runs],
+                  "per_goal_before": [r["per_goal"]["mean"]["before"] for r in runs],
+                  "per_goal_after": [r["per_goal"]["mean"]["after"] for r in runs]}
+        classes = sorted(runs[0]["success_per_class"])
+        summary[method] = {
+            "runs": [{"label": r["method"], "checkpoint": r["checkpoint"], "iteration": r["iteration"],
+                      **{k: v[i] for k, v in scores.items()}} for i, r in enumerate(runs)],
+            **{k: {"mean": mean_ci95(v)[0], "ci95": mean_ci95(v)[1], "iqm": interquartile_mean(v)}
+               for k, v in scores.items()},
+            "classes": {c: float(np.mean([r["success_per_class"][c] for r in runs])) for c in classes},
+        }
+    return summary
+
+
+def markdown(summary: dict[str, Any], results: list[dict[str, Any]], command: str) -> str:
+    first = results[0]
+    bench = first["env_name"] or first["benchmark"]
+    lines = [f"# Meta-World {first['benchmark']} {bench if first['env_name'] else ''}: the benchmark's evaluation"
+             .replace("  ", " "), "", "    " + command, "",
+             f"`metaworld.evaluation.metalearning_evaluation` on all {len(first['classes'])} {first['split']} "
+             f"class(es) × 50 goals ({first['envs_per_class']} sub-env(s) per class, {first['rounds']} rounds), "
+             f"{first['adaptation_episodes']} adaptation episodes, {first['adaptation_steps']} inner step(s), "
+             f"{first['evaluation_episodes']} evaluation episodes ending at success; horizon {first['horizon']}; "
+             f"benchmark seed {first['benchmark_seed']}; {'mean' if first['deterministic'] else 'sampled'} actions.",
+             "", "| method | seeds | success (Meta-World's count): mean ± 95 % | IQM | per goal, before adaptation "
+             "| per goal, after |", "|---|---|---|---|---|---|"]
+    for method, s in summary.items():
+        cells = [f"{s['success']['mean']:.3f} ± {s['success']['ci95']:.3f}" if np.isfinite(s["success"]["ci95"])
+                 else f"{s['success']['mean']:.3f}", f"{s['success']['iqm']:.3f}",
+                 f"{s['per_goal_before']['mean']:.3f}", f"{s['per_goal_after']['mean']:.3f}"]
+        lines.append(f"| {method} | {len(s['runs'])} | " + " | ".join(cells) + " |")
+    classes = sorted({c for s in summary.values() for c in s["classes"]})
+    if len(classes) > 1:
+        lines += ["", "Success per class (Meta-World's count, mean over seeds):", "",
+                  "| method | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+        for method, s in summary.items():
+            lines.append(f"| {method} | " + " | ".join(f"{s['classes'].get(c, float('nan')):.2f}" for c in classes)
+                         + " |")
+    lines += ["", "Runs:", ""] + [f"- {r['label']}: iteration {r['iteration']}, success {r['success']:.3f}, per goal "
+                                   f"{r['per_goal_before']:.3f} → {r['per_goal_after']:.3f} (`{r['checkpoint']}`)"
+                                   for s in summary.values() for r in s["runs"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories or checkpoint files")
+    parser.add_argument("--out", type=Path, required=True, help="folder for results.{md,json} and the cache")
+    parser.add_argument("--envs-per-class", type=int, default=1,
+                        help="sub-envs per class, a divisor of 50 (default 1: Meta-World's count is per goal)")
+    parser.add_argument("--adaptation-episodes", type=int, default=10)
+    parser.add_argument("--adaptation-steps", type=int, default=1)
+    parser.add_argument("--evaluation-episodes", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the policy's action noise")
+    parser.add_argument("--deterministic", action="store_true", help="the policy's mean in evaluation episodes")
+    args = parser.parse_args()
+
+    from metasgd_rl.allocator import reuse_freed_memory
+
+    reuse_freed_memory()
+    settings = {"envs_per_class": args.envs_per_class, "adaptation_steps": args.adaptation_steps,
+                "adaptation_episodes": args.adaptation_episodes, "evaluation_episodes": args.evaluation_episodes,
+                "seed": args.seed, "deterministic": args.deterministic}
+    results = [evaluate(checkpoint_of(run), settings, args.out / "runs") for run in args.runs]
+    kinds = {(r["benchmark"], r["env_name"], r["benchmark_seed"], r["horizon"]) for r in results}
+    if len(kinds) > 1:
+        raise SystemExit(f"the runs are on different benchmarks or horizons: {sorted(kinds, key=str)}")
+    summary = summarise(results)
+    command = "python scripts/evaluate_metaworld.py " + " ".join(sys.argv[1:])
+    text = markdown(summary, results, command)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "results.json", json.dumps({"summary": summary, "runs": results}, indent=1) + "\n")
+    atomic_write_text(args.out / "results.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
