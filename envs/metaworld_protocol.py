@@ -23,12 +23,21 @@ The model adapts exactly as :meth:`MetaSGD.adapt_tasks <metasgd_rl.MetaSGD.adapt
 :func:`~metasgd_rl.estimators.adapt_tasks`, its estimator's inner surrogate, its advantages and its learned α per
 step), on the episodes the protocol collected. Actions are sampled from the policy (as in training and in
 ``metasgd-rl evaluate``); ``deterministic=True`` uses the policy's mean in the evaluation episodes instead.
+
+:func:`evaluate_checkpoint` runs the protocol on a checkpoint file with a cache per checkpoint digest, and
+:func:`summarise_protocol_runs` aggregates runs over seeds (mean ± 95 % t-interval, IQM); both are shared by
+``scripts/evaluate_metaworld.py`` and ``scripts/reproduce_metaworld.py``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -289,3 +298,59 @@ def per_goal_success(episodes: Sequence[Mapping[str, Any]], env_classes: Sequenc
     return {"classes": classes,
             "mean": {"before": float(np.mean([c["before"] for c in classes.values()])),
                      "after": float(np.mean([c["after"] for c in classes.values()]))}}
+
+
+def evaluate_checkpoint(path: Path, settings: Mapping[str, Any], cache: Path) -> dict[str, Any]:
+    """:func:`metaworld_protocol` of the checkpoint ``path`` with ``settings`` (its keyword arguments), cached in
+    ``cache/<digest>.json``: a result is reused when the checkpoint's sha256 and the settings match, so adding a
+    seed to a study re-evaluates only that run. The result also names the checkpoint, its digest, the settings,
+    the method label (``"MAML (seed 0)"``), the iteration and the seconds the protocol took."""
+    from metasgd_rl.io import atomic_write_text
+    from metasgd_rl.report import load_checkpoint, method_label
+
+    settings = dict(settings)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    cached = cache / f"{sha[:16]}.json"
+    if cached.is_file():
+        result = json.loads(cached.read_text())
+        if result.get("checkpoint_sha256") == sha and result.get("settings") == settings:
+            print(f"{path}: cached ({cached})", flush=True)
+            return result
+    model = load_checkpoint(path)
+    start = time.perf_counter()
+    result = metaworld_protocol(model, **settings)
+    result.update(checkpoint=str(path), checkpoint_sha256=sha, settings=settings, method=method_label(model),
+                  iteration=model.iteration, seconds=round(time.perf_counter() - start, 1))
+    model.family.close()
+    cache.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cached, json.dumps(result, indent=1) + "\n")
+    print(f"{path}: {result['method']} at iteration {model.iteration}: success {result['success']:.3f} "
+          f"({result['seconds']:.0f} s)", flush=True)
+    return result
+
+
+def summarise_protocol_runs(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per method (the result's label without its seed), over its runs (seeds): each run's numbers, and of
+    Meta-World's ``success`` and the per-goal success before/after adaptation the mean ± 95 % t-interval and the
+    interquartile mean (Meta-World+'s aggregate; the mean below four seeds); each class's success, mean over
+    seeds."""
+    from metasgd_rl.stats import interquartile_mean, mean_ci95
+
+    methods: dict[str, list[Mapping[str, Any]]] = {}
+    for result in results:
+        methods.setdefault(re.sub(r" \(seed .*\)$", "", result["method"]), []).append(result)
+    summary = {}
+    for method, runs in methods.items():
+        runs = sorted(runs, key=lambda r: r["method"])
+        scores = {"success": [r["success"] for r in runs],
+                  "per_goal_before": [r["per_goal"]["mean"]["before"] for r in runs],
+                  "per_goal_after": [r["per_goal"]["mean"]["after"] for r in runs]}
+        classes = sorted(runs[0]["success_per_class"])
+        summary[method] = {
+            "runs": [{"label": r["method"], "checkpoint": r["checkpoint"], "iteration": r["iteration"],
+                      **{k: v[i] for k, v in scores.items()}} for i, r in enumerate(runs)],
+            **{k: {"mean": mean_ci95(v)[0], "ci95": mean_ci95(v)[1], "iqm": interquartile_mean(v)}
+               for k, v in scores.items()},
+            "classes": {c: float(np.mean([r["success_per_class"][c] for r in runs])) for c in classes},
+        }
+    return summary

@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="episodes per task and step, the same for every run (default: %(default)s)")
     compare.add_argument("--seed", type=_count(0), default=0,
                          help="seed of the tasks and rollouts (default: %(default)s)")
+    compare.add_argument("--max-envs", type=_count(1), default=None, metavar="N", help=MAX_ENVS_HELP)
     compare.add_argument("--allow-env-imports", action="store_true",
                          help=ALLOW_ENV_IMPORTS_HELP.format(what="runs' checkpoints"))
     compare.set_defaults(handler=_compare)
@@ -329,7 +330,8 @@ def _compare(args: argparse.Namespace) -> int:
     _check_output("--out", args.out, directory=True)
     try:
         path, results = compare(args.runs, args.out, n_tasks=args.tasks, steps=args.steps, episodes=args.episodes,
-                                seed=args.seed, command=args.command_line, allow_env_imports=args.allow_env_imports)
+                                seed=args.seed, command=args.command_line, allow_env_imports=args.allow_env_imports,
+                                max_envs=args.max_envs)
     except ComparisonError as err:
         raise ConfigError(str(err)) from err
     first = next(iter(results.values()))

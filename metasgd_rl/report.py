@@ -184,6 +184,7 @@ def evaluate_runs(
     seed: int = 0,
     split: str = "test",
     allow_env_imports: bool = False,
+    max_envs: int | None = None,
 ) -> tuple[dict[str, AdaptationResult], dict[str, Path], dict[str, MetaSGD]]:
     """Load each run's model (:func:`run_checkpoint`) and evaluate all on the same tasks and rollout seeds.
 
@@ -194,13 +195,13 @@ def evaluate_runs(
     model's family releases its pooled environments after its evaluation, so memory holds one run's environments
     at a time. ``allow_env_imports``: see
     :meth:`MetaSGD.load <metasgd_rl.MetaSGD.load>` (checkpoints naming a module-qualified ``env_id`` are refused
-    without it).
+    without it). ``max_envs`` (if given) bounds every model's rollouts (see :func:`load_checkpoint`).
     """
     if not run_dirs:
         raise ComparisonError("RUN_DIR is missing; give at least one run directory")
     run_labels(run_dirs)  # refuses a run given twice before anything is loaded
     checkpoints = [run_checkpoint(d) for d in run_dirs]
-    loaded = [load_checkpoint(path, "RUN_DIR", allow_env_imports) for path in checkpoints]
+    loaded = [load_checkpoint(path, "RUN_DIR", allow_env_imports, max_envs) for path in checkpoints]
     labels = run_labels(run_dirs, loaded)
     models = dict(zip(labels, loaded, strict=True))
     first_label, first = next(iter(models.items()))
@@ -994,6 +995,7 @@ def compare(
     command: str | None = None,
     extra_results: Mapping[str, AdaptationResult] | None = None,
     allow_env_imports: bool = False,
+    max_envs: int | None = None,
 ) -> tuple[Path, dict[str, AdaptationResult]]:
     """:func:`evaluate_runs` then :func:`write_report` (what ``metasgd-rl compare`` does).
 
@@ -1006,7 +1008,7 @@ def compare(
     for run_dir in run_dirs:  # a damaged metrics.csv is refused before the evaluation, not after it
         check_metrics(run_dir)
     results, runs, models = evaluate_runs(run_dirs, n_tasks=n_tasks, steps=steps, episodes=episodes, seed=seed,
-                                          allow_env_imports=allow_env_imports)
+                                          allow_env_imports=allow_env_imports, max_envs=max_envs)
     for name, result in (extra_results or {}).items():
         if name in results:
             raise ComparisonError(f"extra result {name!r} is not allowed: a run has that name")

@@ -4,7 +4,7 @@ A study trains every method with several seeds and evaluates each run on the sam
 inner steps is its mean return over those tasks. Seeds, not tasks, are the independent samples of a method, so
 the table gives the mean over seeds ± a 95 % t-interval over seeds, and every method is compared with a
 reference (MAML) by Welch's t-test over seeds (it does not assume the two methods' scores spread alike).
-Used by ``scripts/reproduce_navigation.py`` and ``scripts/reproduce_locomotion.py``.
+Used by ``scripts/reproduce_navigation.py``, ``scripts/reproduce_locomotion.py`` and ``scripts/reproduce_metaworld.py``.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from metasgd_rl.io import atomic_write_text
 
 
@@ -41,7 +43,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=50)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--max-envs", type=int, nargs="+", default=[500, 50, 20],
-                        help="bounds to measure (500 = all 50 x 10 at once, as before the bound)")
+                        help="bounds to measure, in this order (500 = all 50 x 10 at once, as before the bound; a "
+                             "bound given twice checks that two processes agree)")
     parser.add_argument("--out", type=Path, default=None, help="folder for rollout-memory.{json,md}")
     args = parser.parse_args()
 
@@ -60,14 +63,23 @@ def main() -> None:
                        "--json", str(result_path)]
             peak, seconds = peak_rss_mib(command)
             result = json.loads(result_path.read_text())
-            results[max_envs] = (result["episode_returns"], result.get("episode_success"))
+            results[len(results)] = (max_envs, np.array(result["episode_returns"]),
+                                     np.array(result.get("episode_success") or []))
             at_once = min(tasks_per_rollout(args.tasks, args.episodes, max_envs), args.tasks) * args.episodes
             rows.append({"max_envs": max_envs, "envs_at_once": at_once, "peak_rss_mib": round(peak, 1),
                          "seconds": round(seconds, 1)})
             print(json.dumps(rows[-1]), flush=True)
-    identical = all(value == results[args.max_envs[0]] for value in results.values())
+    _, returns, success = results[0]
+    differences = [{"max_envs": m, "max_return_difference": float(np.abs(r - returns).max()),
+                    "returns_differ_at": [int(i) for i in np.argwhere(r != returns)[:1].ravel()],
+                    "success_differs": bool(not np.array_equal(s, success))}
+                   for m, r, s in results.values()]
+    identical = all(d["max_return_difference"] == 0 and not d["success_differs"] for d in differences)
+    for d in differences:
+        print(json.dumps(d))
     report = {"config": args.config, "family": config["family"], "family_kwargs": config["family_kwargs"],
               "tasks": args.tasks, "episodes": args.episodes, "steps": 1, "identical_results": identical,
+              "differences_from_first": differences,
               "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})", "rows": rows}
     print(f"results identical across bounds: {identical}")
     if args.out is not None:

@@ -14,17 +14,14 @@ aggregate), the per-goal success before and after adaptation, and each class's s
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import re
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from metasgd_rl.io import atomic_write_text
-from metasgd_rl.stats import interquartile_mean, mean_ci95
+from metasgd_rl_envs.metaworld_protocol import evaluate_checkpoint, summarise_protocol_runs
 
 
 def checkpoint_of(path: Path) -> Path:
@@ -36,53 +33,6 @@ def checkpoint_of(path: Path) -> Path:
     if not path.is_file():
         raise SystemExit(f"{path}: no such run directory or checkpoint")
     return path
-
-
-def evaluate(path: Path, settings: dict[str, Any], cache: Path) -> dict[str, Any]:
-    """The protocol's result for one checkpoint, from the cache when its digest and the settings match."""
-    from metasgd_rl.report import load_checkpoint, method_label
-    from metasgd_rl_envs.metaworld_protocol import metaworld_protocol
-
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    cached = cache / f"{sha[:16]}.json"
-    if cached.is_file():
-        result = json.loads(cached.read_text())
-        if result.get("checkpoint_sha256") == sha and result.get("settings") == settings:
-            print(f"{path}: cached ({cached})", flush=True)
-            return result
-    model = load_checkpoint(path)
-    start = time.perf_counter()
-    result = metaworld_protocol(model, **settings)
-    result.update(checkpoint=str(path), checkpoint_sha256=sha, settings=settings, method=method_label(model),
-                  iteration=model.iteration, seconds=round(time.perf_counter() - start, 1))
-    model.family.close()
-    cache.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(cached, json.dumps(result, indent=1) + "\n")
-    print(f"{path}: {result['method']} at iteration {model.iteration}: success {result['success']:.3f} "
-          f"({result['seconds']:.0f} s)", flush=True)
-    return result
-
-
-def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per method (the label without its seed): each seed's numbers, mean ± 95 % interval and IQM over seeds."""
-    methods: dict[str, list[dict[str, Any]]] = {}
-    for result in results:
-        methods.setdefault(re.sub(r" \(seed .*\)$", "", result["method"]), []).append(result)
-    summary = {}
-    for method, runs in methods.items():
-        runs = sorted(runs, key=lambda r: r["method"])
-        scores = {"success": [r["success"] for r in runs],
-                  "per_goal_before": [r["per_goal"]["mean"]["before"] for r in runs],
-                  "per_goal_after": [r["per_goal"]["mean"]["after"] for r in runs]}
-        classes = sorted(runs[0]["success_per_class"])
-        summary[method] = {
-            "runs": [{"label": r["method"], "checkpoint": r["checkpoint"], "iteration": r["iteration"],
-                      **{k: v[i] for k, v in scores.items()}} for i, r in enumerate(runs)],
-            **{k: {"mean": mean_ci95(v)[0], "ci95": mean_ci95(v)[1], "iqm": interquartile_mean(v)}
-               for k, v in scores.items()},
-            "classes": {c: float(np.mean([r["success_per_class"][c] for r in runs])) for c in classes},
-        }
-    return summary
 
 
 def markdown(summary: dict[str, Any], results: list[dict[str, Any]], command: str) -> str:
@@ -136,11 +86,11 @@ def main() -> None:
     settings = {"envs_per_class": args.envs_per_class, "adaptation_steps": args.adaptation_steps,
                 "adaptation_episodes": args.adaptation_episodes, "evaluation_episodes": args.evaluation_episodes,
                 "seed": args.seed, "deterministic": args.deterministic}
-    results = [evaluate(checkpoint_of(run), settings, args.out / "runs") for run in args.runs]
+    results = [evaluate_checkpoint(checkpoint_of(run), settings, args.out / "runs") for run in args.runs]
     kinds = {(r["benchmark"], r["env_name"], r["benchmark_seed"], r["horizon"]) for r in results}
     if len(kinds) > 1:
         raise SystemExit(f"the runs are on different benchmarks or horizons: {sorted(kinds, key=str)}")
-    summary = summarise(results)
+    summary = summarise_protocol_runs(results)
     command = "python scripts/evaluate_metaworld.py " + " ".join(sys.argv[1:])
     text = markdown(summary, results, command)
     args.out.mkdir(parents=True, exist_ok=True)

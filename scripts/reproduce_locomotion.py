@@ -17,11 +17,12 @@ Time on 2 cores, two runs side by side: a cheetah iteration takes about 17.5 s p
 about 9 h); the Ant on gymnasium's envs, the pretraining and the evaluations make the rest of the estimated 12 h.
 
 Stages, each resumable:
-1. **Training**, ``--jobs`` runs at a time, each ``metasgd-rl train`` with ``num_threads: 1`` in
-   ``--out``/runs/FAMILY/METHOD-seedS (log beside it). A run with a ``final.pt`` at ``--iterations`` is reused,
-   any other run directory resumed (``--resume``; more iterations than before continue the run). The two
-   methods of a family and seed train side by side, so their wall-clocks compare. SIGINT/SIGTERM stop every run
-   after its current iteration, with a checkpoint (checkpoints every 10 iterations).
+1. **Training** (``metasgd_rl.training_jobs``), ``--jobs`` runs at a time, each ``metasgd-rl train`` with
+   ``num_threads: 1`` in ``--out``/runs/FAMILY/METHOD-seedS (log beside it). A run with a ``final.pt`` at
+   ``--iterations`` is reused, any other run directory resumed (``--resume``; more iterations than before
+   continue the run). The two methods of a family and seed train side by side, so their wall-clocks compare.
+   SIGINT/SIGTERM stop every run after its current iteration, with a checkpoint (checkpoints every 10
+   iterations).
 2. **Baselines** (MAML's): ``pretrained-seed0``, θ trained on the average pre-update return of training tasks
    (``metasgd_rl.baselines.pretrain_step``) for ``--pretrain-iterations`` with the MAML config's settings, and
    ``random-init-seed0``, the untrained θ; both fine-tuned by vanilla policy gradient (α = 0.1). Saved as
@@ -43,15 +44,12 @@ import argparse
 import csv
 import hashlib
 import json
-import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +68,14 @@ from metasgd_rl.probe import alpha_probe  # noqa: E402
 from metasgd_rl.report import alpha_statistics, save_png  # noqa: E402
 from metasgd_rl.stats import mean_ci95  # noqa: E402
 from metasgd_rl.study import plot_seed_adaptation, seed_arrays, seed_rows, step_header, summarise_seeds  # noqa: E402
+from metasgd_rl.training_jobs import (  # noqa: E402
+    install_stop_handlers,
+    run_job,
+    run_jobs,
+    stop_requested,
+    train_run,
+    trained_iterations,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = {"HalfCheetahVel-v0": "halfcheetah-vel", "HalfCheetahDir-v0": "halfcheetah-dir", "AntDir-v0": "ant-dir"}
@@ -94,11 +100,6 @@ ANCHORS: dict[str, list[tuple[str, list[str]]]] = {
 }
 CHECKPOINT_EVERY = 10
 PUBLISHED_FILES = ("final.pt", "config.yaml", "metrics.csv")
-
-_children: set[subprocess.Popen] = set()
-_children_lock = threading.Lock()
-_stopping = threading.Event()
-
 
 # -- layout ---------------------------------------------------------------------------------------------------
 def run_dir(out: Path, family: str, name: str) -> Path:
@@ -126,64 +127,12 @@ def config_path(family: str, method: str) -> Path:
     return ROOT / "configs" / f"{FAMILIES[family]}-{method}.yaml"
 
 
-# -- subprocesses ---------------------------------------------------------------------------------------------
-def _run_child(command: list[str], log: Path) -> int:
-    """Run ``command`` with its output appended to ``log``; SIGTERM reaches it when the study is stopped."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        f.write(f"\n$ {' '.join(command)}   # {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        f.flush()
-        with _children_lock:
-            if _stopping.is_set():
-                return -signal.SIGTERM
-            proc = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, env=env)
-            _children.add(proc)
-        try:
-            return proc.wait()
-        finally:
-            with _children_lock:
-                _children.discard(proc)
-
-
-def _stop_children(signum: int, frame: Any) -> None:
-    print(f"reproduce_locomotion: {signal.Signals(signum).name}: every run stops after its current iteration "
-          "with a checkpoint; continue with the same command", file=sys.stderr, flush=True)
-    with _children_lock:
-        _stopping.set()
-        for proc in _children:
-            proc.send_signal(signal.SIGTERM)
-
-
-def trained_iterations(directory: Path) -> int | None:
-    """The iteration of a run's ``final.pt`` (None without one)."""
-    final = directory / "final.pt"
-    if not final.is_file():
-        return None
-    return int(torch.load(final, map_location="cpu", weights_only=True)["iteration"])
-
-
+# -- training (metasgd_rl.training_jobs runs each as a child process) -----------------------------------------
 def train(args: argparse.Namespace, family: str, method: str, seed: int) -> str:
     """Train (or continue) one run to its iterations; returns what was done."""
     name = f"{method}-seed{seed}"
-    directory = run_dir(args.out, family, name)
-    iterations = iterations_of(args, family)
-    done = trained_iterations(directory)
-    if done is not None and done > iterations:
-        raise SystemExit(f"{directory} has trained {done} iterations, more than the {iterations} asked for; use "
-                         "another --out or ask for at least as many iterations")
-    if done == iterations:
-        return f"{family} {name}: reused ({done} iterations)"
-    cli = [sys.executable, "-m", "metasgd_rl", "train"]
-    common = ["--set", f"iterations={iterations}", "--set", "progress_bar=false",
-              "--set", f"checkpoint_every={CHECKPOINT_EVERY}"]
-    if (directory / "config.yaml").is_file():  # an interrupted or shorter run: continue it
-        command = [*cli, "--resume", str(directory), *common]
-    else:
-        sets = [*config_sets(args, family), f"seed={seed}", "num_threads=1"]
-        command = [*cli, str(config_path(family, method)), *[x for s in sets for x in ("--set", s)], *common,
-                   "--run-dir", str(directory)]
-    return _job(command, directory, f"{family} {name}", f"trained to {iterations} iterations")
+    return train_run(run_dir(args.out, family, name), config_path(family, method), iterations_of(args, family),
+                     [*config_sets(args, family), f"seed={seed}"], f"{family} {name}", CHECKPOINT_EVERY)
 
 
 def pretrain(args: argparse.Namespace, family: str) -> str:
@@ -194,18 +143,7 @@ def pretrain(args: argparse.Namespace, family: str) -> str:
     command = [sys.executable, str(Path(__file__).resolve()), "--pretrain-job", family, "--out", str(args.out),
                "--pretrain-iterations", str(args.pretrain_iterations), "--ant-episodes", str(args.ant_episodes),
                *[x for s in args.set for x in ("--set", s)]]
-    return _job(command, directory, f"{family} pretrained", f"{args.pretrain_iterations} iterations")
-
-
-def _job(command: list[str], directory: Path, what: str, done: str) -> str:
-    """Run one training ``command`` for ``directory`` (its log beside it); the line saying how it ended."""
-    start = time.perf_counter()
-    rc = _run_child(command, directory.with_suffix(".log"))
-    if _stopping.is_set():
-        return f"{what}: stopped"
-    if rc != 0:
-        raise RuntimeError(f"{what} failed (exit {rc}); see {directory.with_suffix('.log')}")
-    return f"{what}: {done} in {time.perf_counter() - start:.0f} s"
+    return run_job(command, directory, f"{family} pretrained", f"{args.pretrain_iterations} iterations")
 
 
 def baseline_config(args: argparse.Namespace, family: str) -> dict[str, Any]:
@@ -478,24 +416,6 @@ def publish(args: argparse.Namespace) -> None:
                 shutil.copy2(evaluation, args.report_dir / "evaluation" / family / f"{name}.json")
 
 
-def run_jobs(workers: int, jobs: list) -> list[str]:
-    """Run the callables ``jobs`` ``workers`` at a time, printing each one's line; returns the failures' lines
-    (a failed job does not stop the others)."""
-    failures = []
-
-    def guarded(job: Any) -> str:
-        try:
-            return job()
-        except (RuntimeError, SystemExit) as err:
-            failures.append(str(err))
-            return f"FAILED: {err}"
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for line in pool.map(guarded, jobs):
-            print(line, flush=True)
-    return failures
-
-
 # -- main -----------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -539,8 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     wall = {"train": 0.0}
     if not args.evaluate_only:
-        signal.signal(signal.SIGTERM, _stop_children)
-        signal.signal(signal.SIGINT, _stop_children)
+        install_stop_handlers("reproduce_locomotion")
         # the cheetah runs seed by seed with both methods of a (family, seed) side by side, then the baselines'
         # pretraining, then the long Ant runs
         runs = sorted(((f, m, s) for f in families_of(args) for s in seeds_of(args, f) for m in METHODS),
@@ -556,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
         if failures:
             raise SystemExit("\n".join(failures) + "\nthe other runs kept their checkpoints; fix the cause and run "
                              "the same command again to continue")
-        if _stopping.is_set():
+        if stop_requested():
             raise SystemExit("stopped: every run kept its checkpoint; run the same command again to continue")
     report(args, wall | {"total": time.perf_counter() - start})
     if args.publish:

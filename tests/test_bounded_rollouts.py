@@ -3,6 +3,8 @@ evaluation) is the same bit for bit."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -150,6 +152,16 @@ def test_max_envs_survives_save_and_load_and_a_run_may_change_it_on_resume(tmp_p
     assert resumed.model.max_envs == 2
     resumed.train()
     assert metrics_rows(tmp_path / "mixed") == metrics_rows(tmp_path / "whole")  # bit for bit, not approximately
+
+    from metasgd_rl.cli import main
+
+    reports = []
+    for name, extra in (("unbounded", []), ("bounded", ["--max-envs", "2"])):
+        assert main(["compare", str(tmp_path / "whole"), str(tmp_path / "mixed"), "--out", str(tmp_path / name),
+                     "--tasks", "3", "--steps", "1", "--episodes", "2", *extra]) == 0
+        reports.append(json.loads((tmp_path / name / "results.json").read_text()))
+    assert [r["episode_returns"] for r in reports[0]["results"].values()] == \
+        [r["episode_returns"] for r in reports[1]["results"].values()]
 
 
 def test_evaluate_takes_max_envs_from_the_command_line(tmp_path, capsys):
