@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from metasgd_rl import startup
 from metasgd_rl.allocator import reuse_freed_memory
+from metasgd_rl.startup import restore as restore_ctrl_c
 
 if TYPE_CHECKING:
     from metasgd_rl.evaluation import AdaptationResult
@@ -468,7 +468,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     from metasgd_rl.ray_sampler import RolloutWorkerError
     from metasgd_rl.run import RunError
 
-    startup.restore()  # the package's imports (torch) are done: from here on, main catches Ctrl-C itself
+    restore_ctrl_c()  # the package's imports (torch) are done: from here on, main catches Ctrl-C itself
 
     def resume() -> str:
         """The hint a failed training gets, unless its new run directory was removed (nothing to resume)."""

@@ -18,7 +18,10 @@ no new child starts, and running the same study again continues every run.
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,3 +152,46 @@ def run_jobs(workers: int, jobs: Sequence[Callable[[], str]]) -> list[str]:
         for line in pool.map(guarded, jobs):
             print(line, flush=True)
     return failures
+
+
+# -- what every study script shares: its options, and publishing its runs -----------------------------------------
+
+#: the files of a run that a study publishes beside its results (enough for ``metasgd-rl evaluate`` and the curves)
+PUBLISHED_FILES = ("final.pt", "config.yaml", "metrics.csv")
+
+
+def add_study_arguments(parser: argparse.ArgumentParser, default_out: Path, report_help: str) -> None:
+    """The options every study script has: ``--set``, ``--jobs``, ``--reevaluate``, ``--evaluate-only``, ``--out``
+    (``default_out``), ``--report-dir`` (``report_help``) and ``--publish``."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of every config (smoke runs)")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings at once, one torch thread each")
+    parser.add_argument("--reevaluate", action="store_true", help="ignore the cached evaluations")
+    parser.add_argument("--evaluate-only", action="store_true", help="no training: evaluate the runs in --out")
+    parser.add_argument("--out", type=Path, default=default_out, help="runs live here")
+    parser.add_argument("--report-dir", type=Path, default=None, help=f"{report_help} (default: --out)")
+    parser.add_argument("--publish", action="store_true",
+                        help="copy final checkpoints, configs, metrics and evaluations into --report-dir")
+
+
+def resolve_study_paths(args: argparse.Namespace) -> None:
+    """``--out`` and ``--report-dir`` with ``~`` expanded; the report goes into ``--out`` unless told otherwise."""
+    args.out = args.out.expanduser()
+    args.report_dir = (args.out if args.report_dir is None else args.report_dir).expanduser()
+
+
+def publish_run(source: Path, target: Path) -> bool:
+    """Copy the :data:`PUBLISHED_FILES` of run directory ``source`` that exist into ``target``, if its ``final.pt``
+    does; whether it did."""
+    files = [f for f in PUBLISHED_FILES if (source / f).is_file()]
+    if "final.pt" not in files:
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copy2(source / f, target / f)
+    return True
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's bytes (hex): what caches of a checkpoint's evaluation are keyed by."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

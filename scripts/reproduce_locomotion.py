@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import shutil
 import signal
@@ -69,7 +68,11 @@ from metasgd_rl.report import alpha_statistics, save_png  # noqa: E402
 from metasgd_rl.stats import mean_ci95  # noqa: E402
 from metasgd_rl.study import plot_seed_adaptation, seed_arrays, seed_rows, step_header, summarise_seeds  # noqa: E402
 from metasgd_rl.training_jobs import (  # noqa: E402
+    add_study_arguments,
+    file_digest,
     install_stop_handlers,
+    publish_run,
+    resolve_study_paths,
     run_job,
     run_jobs,
     stop_requested,
@@ -99,7 +102,6 @@ ANCHORS: dict[str, list[tuple[str, list[str]]]] = {
     ],
 }
 CHECKPOINT_EVERY = 10
-PUBLISHED_FILES = ("final.pt", "config.yaml", "metrics.csv")
 
 # -- layout ---------------------------------------------------------------------------------------------------
 def run_dir(out: Path, family: str, name: str) -> Path:
@@ -197,10 +199,6 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 # -- evaluation -----------------------------------------------------------------------------------------------
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def evaluate(args: argparse.Namespace, family: str, name: str) -> dict[str, Any]:
     """``metasgd-rl evaluate final.pt --tasks --steps --episodes --seed --alpha-probe`` of one run, cached."""
     final = run_dir(args.out, family, name) / "final.pt"
@@ -208,7 +206,7 @@ def evaluate(args: argparse.Namespace, family: str, name: str) -> dict[str, Any]
         fine_tune_model(args, family).save(final)
     cache = args.out / "evaluation" / family / f"{name}.json"
     settings = {"tasks": args.eval_tasks, "steps": args.eval_steps, "episodes": args.eval_episodes,
-                "seed": args.eval_seed, "checkpoint_sha256": digest(final)}
+                "seed": args.eval_seed, "checkpoint_sha256": file_digest(final)}
     if cache.is_file() and not args.reevaluate:
         cached = json.loads(cache.read_text())
         if cached.get("settings") == settings:
@@ -402,14 +400,8 @@ def publish(args: argparse.Namespace) -> None:
     for family in families_of(args):
         names = [f"{m}-seed{s}" for m in METHODS for s in seeds_of(args, family)] + [f"{b}-seed0" for b in BASELINES]
         for name in names:
-            source = run_dir(args.out, family, name)
-            target = run_dir(args.report_dir, family, name)
-            files = [f for f in PUBLISHED_FILES if (source / f).is_file()]
-            if not files:
+            if not publish_run(run_dir(args.out, family, name), run_dir(args.report_dir, family, name)):
                 continue
-            target.mkdir(parents=True, exist_ok=True)
-            for f in files:
-                shutil.copy2(source / f, target / f)
             evaluation = args.out / "evaluation" / family / f"{name}.json"
             if evaluation.is_file():
                 (args.report_dir / "evaluation" / family).mkdir(parents=True, exist_ok=True)
@@ -426,23 +418,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ant-episodes", type=int, default=20, help="episodes per inner step of the Ant runs")
     parser.add_argument("--pretrain-iterations", type=int, default=None,
                         help="iterations of the pretrained baseline (default: the family's meta-iterations)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a key of every config (smoke runs)")
-    parser.add_argument("--jobs", type=int, default=2, help="trainings at once, one torch thread each")
     parser.add_argument("--eval-tasks", type=int, default=40)
     parser.add_argument("--eval-steps", type=int, default=3)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--eval-seed", type=int, default=2026)
-    parser.add_argument("--reevaluate", action="store_true", help="ignore the cached evaluations")
-    parser.add_argument("--evaluate-only", action="store_true", help="no training: evaluate the runs in --out")
-    parser.add_argument("--out", type=Path, default=Path("runs/reproduce-locomotion"), help="runs live here")
-    parser.add_argument("--report-dir", type=Path, default=None, help="tables and plots (default: --out)")
-    parser.add_argument("--publish", action="store_true",
-                        help="copy final checkpoints, configs, metrics and evaluations into --report-dir")
+    add_study_arguments(parser, Path("runs/reproduce-locomotion"), "tables and plots")
     parser.add_argument("--pretrain-job", choices=list(FAMILIES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.out = args.out.expanduser()
-    args.report_dir = (args.out if args.report_dir is None else args.report_dir).expanduser()
+    resolve_study_paths(args)
     for key in ("iterations", "ant_iterations", "ant_episodes", "jobs", "eval_tasks", "eval_episodes"):
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} {getattr(args, key)} is not allowed; use an integer >= 1")

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import shutil
@@ -63,7 +62,16 @@ from metasgd_rl.config import load_config
 from metasgd_rl.io import atomic_write_text
 from metasgd_rl.stats import interquartile_mean
 from metasgd_rl.study import seed_arrays, seed_rows, step_header, summarise_seeds
-from metasgd_rl.training_jobs import install_stop_handlers, run_jobs, stop_requested, train_run
+from metasgd_rl.training_jobs import (
+    add_study_arguments,
+    file_digest,
+    install_stop_handlers,
+    publish_run,
+    resolve_study_paths,
+    run_jobs,
+    stop_requested,
+    train_run,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ML1, ML10 = "ML1-push-v3", "ML10"
@@ -81,7 +89,6 @@ PAPER_STEPS = 15_000_000
 RAY_WORKERS = (2, 4, 8, 16)
 CHECKPOINT_EVERY = 10
 EVAL_STEPS = 1
-PUBLISHED_FILES = ("final.pt", "config.yaml", "metrics.csv")
 
 
 # -- layout ---------------------------------------------------------------------------------------------------
@@ -140,10 +147,6 @@ def train(args: argparse.Namespace, benchmark: str, method: str, seed: int) -> s
 
 
 # -- evaluation -----------------------------------------------------------------------------------------------
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def per_class(tasks: list[dict[str, Any]], values: np.ndarray) -> dict[str, list[float]]:
     """Mean of ``values[i, k]`` over the tasks of each class (a task's ``"env_name"``), per step k."""
     classes: dict[str, list[int]] = {}
@@ -159,7 +162,7 @@ def evaluate(args: argparse.Namespace, benchmark: str, name: str) -> dict[str, A
     final = run_dir(args.out, benchmark, name) / "final.pt"
     cache = args.out / "evaluation" / benchmark / f"{name}.json"
     settings = {"tasks": args.eval_tasks, "steps": EVAL_STEPS, "episodes": args.eval_episodes,
-                "seed": args.eval_seed, "checkpoint_sha256": digest(final)}
+                "seed": args.eval_seed, "checkpoint_sha256": file_digest(final)}
     if cache.is_file() and not args.reevaluate:
         cached = json.loads(cache.read_text())
         if cached.get("settings") == settings:
@@ -198,7 +201,7 @@ def protocol(args: argparse.Namespace, benchmark: str, name: str) -> dict[str, A
     final = run_dir(args.out, benchmark, name) / "final.pt"
     cache = args.out / "evaluation" / benchmark / "protocol"
     if args.reevaluate:
-        (cache / f"{digest(final)[:16]}.json").unlink(missing_ok=True)
+        (cache / f"{file_digest(final)[:16]}.json").unlink(missing_ok=True)
     return evaluate_checkpoint(final, protocol_settings(args), cache)
 
 
@@ -424,13 +427,7 @@ def publish(args: argparse.Namespace) -> None:
     for benchmark in args.benchmarks:
         for method, seed in runs_of(args, benchmark):
             name = f"{method}-seed{seed}"
-            source, target = run_dir(args.out, benchmark, name), run_dir(args.report_dir, benchmark, name)
-            files = [f for f in PUBLISHED_FILES if (source / f).is_file()]
-            if "final.pt" not in files:
-                continue
-            target.mkdir(parents=True, exist_ok=True)
-            for f in files:
-                shutil.copy2(source / f, target / f)
+            publish_run(run_dir(args.out, benchmark, name), run_dir(args.report_dir, benchmark, name))
         evaluation = args.out / "evaluation" / benchmark
         if evaluation.is_dir():
             shutil.copytree(evaluation, args.report_dir / "evaluation" / benchmark, dirs_exist_ok=True)
@@ -445,9 +442,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ml10-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--ml10-iterations", type=int, default=None,
                         help="meta-iterations of the ML10 runs (default: enough for 15 M environment steps)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a key of every config (smoke runs)")
-    parser.add_argument("--jobs", type=int, default=2, help="trainings at once, one torch thread each")
     parser.add_argument("--eval-tasks", type=int, default=50)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--eval-seed", type=int, default=0)
@@ -456,15 +450,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--protocol-adaptation-episodes", type=int, default=10)
     parser.add_argument("--protocol-evaluation-episodes", type=int, default=3)
     parser.add_argument("--protocol-seed", type=int, default=0, help="seed of the policy's noise in the protocol")
-    parser.add_argument("--reevaluate", action="store_true", help="ignore the cached evaluations")
-    parser.add_argument("--evaluate-only", action="store_true", help="no training: evaluate the runs in --out")
-    parser.add_argument("--out", type=Path, default=Path("runs/reproduce-metaworld"), help="runs live here")
-    parser.add_argument("--report-dir", type=Path, default=None, help="results.md and .json (default: --out)")
-    parser.add_argument("--publish", action="store_true",
-                        help="copy final checkpoints, configs, metrics and evaluations into --report-dir")
+    add_study_arguments(parser, Path("runs/reproduce-metaworld"), "results.md and .json")
     args = parser.parse_args(argv)
-    args.out = args.out.expanduser()
-    args.report_dir = (args.out if args.report_dir is None else args.report_dir).expanduser()
+    resolve_study_paths(args)
     for key in ("push_iterations", "ml10_iterations", "jobs", "eval_tasks", "eval_episodes",
                 "protocol_envs_per_class", "protocol_adaptation_episodes", "protocol_evaluation_episodes"):
         value = getattr(args, key)

@@ -326,6 +326,13 @@ def test_ctrl_c_before_training_is_one_line_and_exit_130(tmp_path, monkeypatch, 
     assert code == 130 and capsys.readouterr().err == "metasgd-rl: interrupted\n"
 
 
+def default_sigint() -> None:
+    """In a child before it runs: SIGINT at its default and unblocked, as a terminal starts a command (whatever an
+    earlier test or library left in this test process, which the child would otherwise inherit)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("argv0, expect", [("metasgd-rl", (130, "metasgd-rl: interrupted\n")),
                                            ("python", (-signal.SIGINT, None))])
 def test_ctrl_c_while_the_command_imports_the_package_is_one_line_and_exit_130(argv0, expect):
@@ -336,14 +343,19 @@ def test_ctrl_c_while_the_command_imports_the_package_is_one_line_and_exit_130(a
             "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
             "os.kill(os.getpid(), signal.SIGINT)\n"
             "time.sleep(30)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            preexec_fn=default_sigint)
     if expect[1] is None:  # a Python process that only imports the library keeps Python's own Ctrl-C
         assert result.returncode == expect[0] and "KeyboardInterrupt" in result.stderr
     else:
         assert (result.returncode, result.stderr) == expect
-    import metasgd_rl  # noqa: F401  (here: imported, and SIGINT has Python's default handler again)
-
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # a process that imports the library (not the command) keeps Python's own handler
+    library = subprocess.run([sys.executable, "-c", "import signal, metasgd_rl\n"
+                              "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+                              "metasgd_rl.MetaSGD  # the heavy imports too\n"
+                              "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"],
+                             capture_output=True, text=True, timeout=300, preexec_fn=default_sigint, cwd=ROOT)
+    assert library.returncode == 0, library.stderr
 
 
 def test_ctrl_c_while_the_command_imports_torch_is_one_line_and_exit_130():
@@ -364,7 +376,8 @@ def test_ctrl_c_while_the_command_imports_torch_is_one_line_and_exit_130():
             "assert code == 0 and 'torch' in sys.modules, code\n"
             "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n")
     for how, expect in (("interrupt", (130, "metasgd-rl: interrupted\n")), ("run", (0, ""))):
-        result = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, timeout=300)
+        result = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, timeout=300,
+                                preexec_fn=default_sigint)
         assert (result.returncode, result.stderr) == expect
 
 

@@ -52,10 +52,10 @@ class Hangs(Navigation2DRandomStartFamily):
 
 
 class SlowToUnpickle(Navigation2DRandomStartFamily):
-    """Navigation2D that an actor takes two minutes to unpickle: its start-up's last stage, making the family."""
+    """Navigation2D that an actor takes ten minutes to unpickle: its start-up's last stage, making the family."""
 
     def __setstate__(self, state):
-        time.sleep(120)
+        time.sleep(600)
         self.__dict__.update(state)
 
 
@@ -185,19 +185,25 @@ def test_more_actors_than_the_cluster_can_place_is_an_error_not_a_hang(local_ray
 
 
 def test_actors_slow_to_make_the_family_fail_with_an_error_that_names_that_stage(local_ray):
+    # how long a fresh actor takes to start and import torch here and now (seconds idle, a minute on a loaded
+    # machine): the timeout below leaves three times that, never the 600 s of unpickling
+    quick = RaySampler(Navigation2DRandomStartFamily(), num_workers=1, startup_timeout=600)
+    quick.actors(1)
+    startup = quick.startup_seconds[-1]  # until its family was built (cumulative per stage)
+    quick.close()
+    timeout = round(max(20.0, 3 * startup))
     family = SlowToUnpickle()  # no registry id: pickled, and unpickled by the actor's build()
     policy = make_policy(family.observation_space, family.action_space, hidden_sizes=(8,))
     tasks = family.sample_tasks(2, np.random.default_rng(0))
-    # 30 s: ample for Ray's worker start and torch's import on a loaded machine (3 s on 2 busy cores), not for 120 s
-    sampler = RaySampler(family, num_workers=1, startup_timeout=30)
+    sampler = RaySampler(family, num_workers=1, startup_timeout=timeout)
     began = time.monotonic()
     with pytest.raises(RolloutWorkerError, match=(
-            r"^1 of 1 new Ray rollout actors \(num_cpus=1 each\) did not start within startup_timeout=30 s: the "
-            r"worker processes were up after [\d.]+ s and imported torch and the rollout code in [\d.]+ s, but "
+            rf"^1 of 1 new Ray rollout actors \(num_cpus=1 each\) did not start within startup_timeout={timeout} s: "
+            r"the worker processes were up after [\d.]+ s and imported torch and the rollout code in [\d.]+ s, but "
             r"making task family 'SlowToUnpickle' \(importing its module and building it\) had not finished after "
             r"[\d.]+ s; raise the timeout \(config key ray_startup_timeout")) as info:
         sampler(family, policy, policy.task_parameters(2), tasks, 1, seed=0)
-    assert "\n" not in str(info.value) and time.monotonic() - began < 60
+    assert "\n" not in str(info.value) and time.monotonic() - began < timeout + 60
     assert sampler._actors == []
 
 
