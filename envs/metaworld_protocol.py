@@ -46,7 +46,7 @@ import torch
 
 from metasgd_rl.estimators import adapt_tasks
 from metasgd_rl.policies import observation_features
-from metasgd_rl.sampler import EpisodeBatch
+from metasgd_rl.sampler import EpisodeBatch, info_flags
 from metasgd_rl_envs.metaworld import MetaWorldFamily, import_metaworld
 
 #: the number of goals per class in each split of the ML benchmarks
@@ -100,20 +100,12 @@ class RecordingVectorEnv(gym.vector.VectorWrapper):
     def step(self, actions: Any):
         obs, rewards, terminated, truncated, infos = self.env.step(actions)
         done = np.logical_or(terminated, truncated)
-        success = _flags(infos, "success", self.num_envs)
+        success = info_flags(infos, "success", self.num_envs)
         final = infos.get("final_info")
         if final is not None:
-            success = np.where(done, _flags(final, "success", self.num_envs), success)
+            success = np.where(done, info_flags(final, "success", self.num_envs), success)
         self.recorder.step(np.asarray(rewards, dtype=np.float64), success, done)
         return obs, rewards, terminated, truncated, infos
-
-
-def _flags(infos: Mapping[str, Any], key: str, num_envs: int) -> np.ndarray:
-    if key not in infos:
-        return np.zeros(num_envs, dtype=bool)
-    values = np.asarray(infos[key]).astype(bool)
-    reported = infos.get("_" + key)
-    return values if reported is None else values & np.asarray(reported, dtype=bool)
 
 
 class MetaSGDAgent:
