@@ -3,6 +3,11 @@
 The linear feature baseline is MAML-RL's (Duan et al. 2016): per task, a ridge regression of the
 discounted return-to-go on ``[obs, obs^2, t, t^2, t^3, 1]`` (t = step / 100), refit on every batch. All
 tasks are fitted at once with one batched least-squares solve.
+
+The solve uses LAPACK's SVD driver ``gelsd`` on CPU (as numpy's ``lstsq`` in MAML-RL's baseline does), not
+torch's default ``gelsy``: torch 2.13's ``gelsy`` leaves its column-pivot array uninitialised (pytorch#187411),
+so the first task's fit depended on whatever memory the allocator handed back. Evaluations then differed
+between processes and between calls of one process. ``gelsd`` gives the same fit for the same batch, always.
 """
 
 from __future__ import annotations
@@ -37,6 +42,15 @@ def linear_features(batch: EpisodeBatch) -> torch.Tensor:
     return feats * mask
 
 
+def solve_least_squares(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched least-squares solution of ``a x = b``, deterministic for the same inputs (see the module doc).
+
+    CUDA offers only the QR driver ``gels``, which needs full rank: the ridge term of the baseline gives it.
+    """
+    driver = "gelsd" if a.device.type == "cpu" else "gels"
+    return torch.linalg.lstsq(a, b, driver=driver).solution
+
+
 def fit_linear_baseline(batch: EpisodeBatch, returns: torch.Tensor, reg: float = 1e-5) -> torch.Tensor:
     """Per-task ridge fit of ``returns [H, T, E]``; returns the fitted values ``[H, T, E]`` (0 off-mask)."""
     feats = linear_features(batch).double()
@@ -46,7 +60,7 @@ def fit_linear_baseline(batch: EpisodeBatch, returns: torch.Tensor, reg: float =
         return torch.full_like(returns, float("nan")) * batch.mask
     gram = x.transpose(1, 2) @ x
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    coef = torch.linalg.lstsq(gram + reg * eye, x.transpose(1, 2) @ y).solution  # [T, F, 1]
+    coef = solve_least_squares(gram + reg * eye, x.transpose(1, 2) @ y)  # [T, F, 1]
     values = torch.einsum("htef,tfo->hte", feats, coef)
     return values.to(returns.dtype) * batch.mask
 

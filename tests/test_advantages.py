@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from metasgd_rl.advantages import compute_advantages, discounted_sum
+from metasgd_rl.advantages import compute_advantages, discounted_sum, solve_least_squares
 from metasgd_rl.sampler import EpisodeBatch
 
 H, T, E, OBS_DIM = 12, 3, 4, 2
@@ -118,3 +118,41 @@ def test_normalisation_is_per_task_over_valid_steps(baseline):
 def test_unknown_baseline_is_rejected():
     with pytest.raises(ValueError, match="'critic'"):
         compute_advantages(make_batch(), baseline="critic")
+
+
+
+def leave_integers_behind(fill: int, size: int) -> None:
+    """Free an int32 buffer holding ``fill``: the allocator may hand its memory to the next solver workspace."""
+    junk = torch.full((size,), fill, dtype=torch.int32)
+    del junk
+
+
+def test_least_squares_does_not_depend_on_leftover_memory():
+    """torch's default CPU lstsq driver read a pivot array it never initialised (pytorch#187411): the first
+    system's solution followed whatever integers were left in memory, so evaluations differed between processes."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 40, 12, dtype=torch.float64, generator=g)
+    a = x.transpose(1, 2) @ x + 1e-5 * torch.eye(12, dtype=torch.float64)
+    b = torch.randn(3, 12, 1, dtype=torch.float64, generator=g)
+    reference = solve_least_squares(a, b)
+    torch.testing.assert_close(reference, torch.linalg.solve(a, b))
+    for fill in (1, 2, 3, 7, 11, -1):
+        leave_integers_behind(fill, 12)
+        assert torch.equal(solve_least_squares(a, b), reference)
+        leave_integers_behind(fill, 12)
+        assert torch.equal(solve_least_squares(a[0], b[0]), reference[0])
+
+
+def test_linear_baseline_does_not_depend_on_leftover_memory():
+    """The same at the advantages' level, on Meta-World-like features: always-zero observation dimensions and
+    scales from 1e-3 to 30 (a Gram matrix with condition ~1e9, where solvers' rounding shows in float32)."""
+    rng = np.random.default_rng(3)
+    scales = np.array([30, 1, 1e-3, 0, 0, 5, 0, 2], np.float32)
+    obs = rng.normal(size=(150, 3, 10, 8)).astype(np.float32) * scales
+    rewards = rng.normal(size=(150, 3, 10)).astype(np.float32)
+    batch = EpisodeBatch(torch.from_numpy(obs), torch.zeros(150, 3, 10, 2), torch.from_numpy(rewards),
+                         torch.ones(150, 3, 10))
+    reference = compute_advantages(batch)
+    for fill in (1, 2, 3, 7, 11, -1):
+        leave_integers_behind(fill, 2 * 8 + 4)
+        assert torch.equal(compute_advantages(batch), reference)
