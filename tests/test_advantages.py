@@ -120,7 +120,6 @@ def test_unknown_baseline_is_rejected():
         compute_advantages(make_batch(), baseline="critic")
 
 
-
 def leave_integers_behind(fill: int, size: int) -> None:
     """Free an int32 buffer holding ``fill``: the allocator may hand its memory to the next solver workspace."""
     junk = torch.full((size,), fill, dtype=torch.int32)
