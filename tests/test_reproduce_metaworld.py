@@ -83,6 +83,14 @@ def test_metaworld_study_trains_evaluates_reuses_and_matches_evaluate_adaptation
     assert wall["iterations"] == 1 and set(wall["paper_seconds_ray"]) == {"2", "4", "8", "16"}
     text = (published / "results.md").read_text()
     assert "31.6" in text and "Ray, 16 workers" in text and "How our protocol differs (ML10)" in text
+    # Meta-World's protocol beside both papers' ML10 numbers, for both methods; one seed: no interval
+    standings = results["standings"]
+    assert sorted((r["ours"], r["paper_number"]) for r in standings) == [
+        ("MAML", "31.6"), ("MAML", "≈ 35"), ("Meta-SGD", "31.6"), ("Meta-SGD", "≈ 35")]
+    for r in standings:
+        assert r["step"] == 1 and r["mean"] == 100 * summary["protocol"][r["ours"]]["success"]["mean"]
+        assert r["clear"] in (True, None)
+    assert "where we stand" in text
     for method in ("metasgd", "maml"):
         for name in ("final.pt", "config.yaml", "metrics.csv"):
             assert (published / "runs" / "ML10" / f"{method}-seed0" / name).is_file()

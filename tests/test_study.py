@@ -83,6 +83,18 @@ def test_locomotion_study_trains_reuses_publishes_and_reevaluates(tmp_path):
     for name in ("metasgd-seed0", "maml-seed1", "pretrained-seed0", "random-init-seed0"):
         assert (published / "runs" / "HalfCheetahVel-v0" / name / "final.pt").is_file()
     assert "## Wall-clock" in (published / "results.md").read_text()
+    # every compared row beside MAML's Figure 5 at its printed steps (0, 1; 3 is past --eval-steps 2), the random
+    # init beside Figure 5's bound at steps 1 and 2; learn2learn's horizon-100 numbers are not compared
+    standings = results["standings"]
+    assert [(r["ours"], r["step"]) for r in standings] == [
+        ("metasgd", 0), ("maml", 0), ("metasgd", 1), ("maml", 1), ("random-init", 1), ("random-init", 2)]
+    for r in standings:  # each is our row's mean at that step
+        cells = summary["methods"] if r["ours"] in summary["methods"] else \
+            {"random-init": [[x, None] for x in records["random-init"]["0"]["per_step"]]}
+        assert r["mean"] == cells[r["ours"]][r["step"]][0]
+    # 10-step episodes return far less in magnitude than MAML's 200-step ones: above its ≈ −75 after one step
+    assert [r["position"] for r in standings if r["step"] == 1 and r["ours"] != "random-init"] == ["above"] * 2
+    assert "## Beside the papers" in (published / "results.md").read_text()
 
     # the same command again: nothing is trained again
     again = _script(*TINY, "--out", str(out))
