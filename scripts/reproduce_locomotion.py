@@ -248,6 +248,20 @@ def read_curve(directory: Path) -> dict[str, np.ndarray]:
             "seconds": np.array([float(r["seconds"]) for r in rows])}
 
 
+def pretrain_curve(args: argparse.Namespace, family: str) -> dict[str, np.ndarray] | None:
+    """The pretrained baseline's iterations as :func:`read_curve` gives a run's (its environment steps from the MAML
+    config: one rollout of θ per task and iteration); None before it has trained."""
+    metrics = run_dir(args.out, family, "pretrained-seed0") / "metrics.csv"
+    if not metrics.is_file():
+        return None
+    with open(metrics) as f:
+        seconds = np.array([float(r["seconds"]) for r in csv.DictReader(f)])
+    config = baseline_config(args, family)
+    per_iteration = (config["meta_batch_size"] * config["episodes_per_task"]
+                     * config["family_kwargs"]["max_episode_steps"])
+    return {"seconds": seconds, "env_steps": per_iteration * np.arange(1, len(seconds) + 1, dtype=np.float64)}
+
+
 # -- report ---------------------------------------------------------------------------------------------------
 def shared_tasks_note(families: list[str]) -> str:
     """Which families draw their "held-out" tasks from the training distribution (``disjoint_splits = False``)."""
@@ -356,14 +370,21 @@ def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
                                     LABELS, floor=READ_FLOOR)
         beside += rows
         standings += found
+    training_seconds = 0.0
     for family in scores:
         probes += probe_rows(family, records[family]["metasgd"])
         alphas += alpha_rows(family, records[family]["metasgd"])
-        for method, runs in curves[family].items():
-            for seed, c in sorted(runs.items()):
-                walls.append(f"| {family} | {LABELS[method]} seed {seed} | {len(c['seconds'])} | "
-                             f"{c['env_steps'][-1] / 1e6:.1f} M | {c['seconds'].sum() / 3600:.2f} h | "
-                             f"{np.median(c['seconds']):.1f} |")
+        timed = [(f"{LABELS[m]} seed {seed}", c)
+                 for m, runs in curves[family].items() for seed, c in sorted(runs.items())]
+        pretrained = pretrain_curve(args, family)
+        if pretrained is not None:
+            timed.append((f"{LABELS['pretrained']} (pretraining)", pretrained))
+        for name, c in timed:
+            walls.append(f"| {family} | {name} | {len(c['seconds'])} | {c['env_steps'][-1] / 1e6:.1f} M | "
+                         f"{c['seconds'].sum() / 3600:.2f} h | {np.median(c['seconds']):.1f} |")
+            training_seconds += float(c["seconds"].sum())
+    evaluation_seconds = sum(r["seconds"] for by_method in records.values() for by_seed in by_method.values()
+                             for r in by_seed.values())
     args.report_dir.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(scores), figsize=(5.2 * len(scores), 3.8), squeeze=False)
     for ax, family in zip(axes[0], scores, strict=True):
@@ -402,13 +423,17 @@ def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
         "Training time per run (iterations only; held-out evaluations and checkpoints excluded), one torch thread, "
         "two runs at a time on 2 cores. The sum counts every iteration as it ran, including stretches where other "
         "work shared the cores; the median iteration is the undisturbed pace. "
-        f"This invocation: {wall['train']:.0f} s training and pretraining, "
-        f"{wall['total']:.0f} s in all.", "", *walls, ""])
+        f"This invocation: {wall['train']:.0f} s training and pretraining, {wall['total']:.0f} s in all. "
+        f"All the runs below: {training_seconds / 3600:.1f} h of training and pretraining and "
+        f"{evaluation_seconds / 3600:.1f} h of held-out evaluation, one core each, so about "
+        f"{(training_seconds + evaluation_seconds) / 7200:.1f} h on 2 cores with two jobs at a time.", "", *walls,
+        ""])
     atomic_write_text(args.report_dir / "results.md", text)
     atomic_write_text(args.report_dir / "results.json", json.dumps(
         {"command": command, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
          "labels": LABELS, "anchors": ANCHORS, "standings": standings, "summary": summaries, "evaluations": records,
-         "wall": wall}, indent=1))
+         "wall": wall | {"study_training_seconds": training_seconds, "study_evaluation_seconds": evaluation_seconds}},
+        indent=1))
     print("\n".join(table))
     print(f"wrote {args.report_dir}/results.md")
 

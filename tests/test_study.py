@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -82,7 +83,15 @@ def test_locomotion_study_trains_reuses_publishes_and_reevaluates(tmp_path):
     assert "probe" not in records["maml"]["0"]  # MAML's α is fixed: nothing to probe
     for name in ("metasgd-seed0", "maml-seed1", "pretrained-seed0", "random-init-seed0"):
         assert (published / "runs" / "HalfCheetahVel-v0" / name / "final.pt").is_file()
-    assert "## Wall-clock" in (published / "results.md").read_text()
+    text = (published / "results.md").read_text()
+    assert "## Wall-clock" in text and "| HalfCheetahVel-v0 | pretrained + fine-tune (pretraining) | 1 |" in text
+    wall = results["wall"]  # every run's iterations and the pretraining (metrics.csv), every evaluation (cache)
+    curves = [published / "runs" / "HalfCheetahVel-v0" / f"{name}" / "metrics.csv"
+              for name in ("metasgd-seed0", "metasgd-seed1", "maml-seed0", "maml-seed1", "pretrained-seed0")]
+    seconds = sum(float(row["seconds"]) for path in curves for row in csv.DictReader(path.open()))
+    assert wall["study_training_seconds"] == pytest.approx(seconds)
+    assert wall["study_evaluation_seconds"] == pytest.approx(
+        sum(r["seconds"] for by_seed in records.values() for r in by_seed.values()))
     # every compared row beside MAML's Figure 5 at its printed steps (0, 1; 3 is past --eval-steps 2), the random
     # init beside Figure 5's bound at steps 1 and 2; learn2learn's horizon-100 numbers are not compared
     standings = results["standings"]
