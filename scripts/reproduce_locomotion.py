@@ -407,11 +407,16 @@ def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
         "Each of our rows beside each paper's number it compares with. A number read from MAML's Figure 5 stands "
         f"for ± 20 % of itself (at least ± {READ_FLOOR:g}), a range for itself, a bound for one side. *Level*: our "
         "mean lies in that interval; *above*/*below*: outside it, and *within the seeds' interval* where our 95 % "
-        "interval over seeds still reaches it. Protocol differences to keep in mind: our runs train "
-        f"{args.iterations} meta-iterations (MAML: up to 500; its released cheetah script 800), the forward velocity "
-        "is the root body's (gymnasium v5) where MAML's rllab env used the torso's centre of mass, and the Ant's "
-        "reward is gymnasium Ant-v5's (healthy reward 1, control cost 0.5 ‖a‖²; rllab's: 0.05 and 0.005 ‖a‖²). "
-        "learn2learn's rows ran horizon 100, so their returns are not on our scale: they are context, not compared.",
+        "interval over seeds still reaches it.", "",
+        "How our protocol differs from MAML's: the cheetahs train "
+        f"{args.iterations} meta-iterations (MAML: up to 500; its released cheetah script 800) and the Ant "
+        f"{args.ant_iterations} with {args.ant_episodes} episodes per inner step (MAML: 40); the envs are "
+        "gymnasium's v5 models, whose forward velocity is the root body's where MAML's rllab envs used the torso's "
+        "centre of mass; the Ant's reward is Ant-v5's (healthy reward 1, control cost 0.5 ‖a‖², contact cost; "
+        "rllab's: 0.05 and 0.005 ‖a‖²), so its returns are on another scale; TRPO's Fisher-vector products use a "
+        "tenth of each task's episodes (`fvp_subsample: 0.1`, exact products of the KL's Hessian on them, where "
+        "MAML used finite differences on all). learn2learn's rows ran horizon 100, so their returns are not on our "
+        "scale: they are context, not compared.",
         "", *beside, "", "## Training curves", "",
         "Return on each iteration's training tasks before (dashed) and after one inner step (solid), mean over "
         "seeds with the range of the seeds shaded.", "", "![learning curves](learning_curves.png)", "",
