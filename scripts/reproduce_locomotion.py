@@ -22,7 +22,8 @@ Stages, each resumable:
    ``--iterations`` is reused, any other run directory resumed (``--resume``; more iterations than before
    continue the run). The two methods of a family and seed train side by side, so their wall-clocks compare.
    SIGINT/SIGTERM stop every run after its current iteration, with a checkpoint (checkpoints every 10
-   iterations).
+   iterations). Three stages, each after the one before: the cheetah runs, the pretrainings (below; the Ant's
+   first, the two cheetahs' one after the other beside it), the two Ant runs together.
 2. **Baselines** (MAML's): ``pretrained-seed0``, θ trained on the average pre-update return of training tasks
    (``metasgd_rl.baselines.pretrain_step``) for ``--pretrain-iterations`` with the MAML config's settings, and
    ``random-init-seed0``, the untrained θ; both fine-tuned by vanilla policy gradient (α = 0.1). Saved as
@@ -493,17 +494,19 @@ def main(argv: list[str] | None = None) -> None:
     wall = {"train": 0.0}
     if not args.evaluate_only:
         install_stop_handlers("reproduce_locomotion")
-        # the cheetah runs seed by seed with both methods of a (family, seed) side by side, then the baselines'
-        # pretraining, then the long Ant runs
+        # three stages, each waiting for the one before: the cheetah runs seed by seed, both methods of a (family,
+        # seed) side by side; the baselines' pretraining, the Ant's first (the longest: the cheetahs' two run one
+        # after the other beside it); the two Ant runs, started together so that their wall-clocks compare
         runs = sorted(((f, m, s) for f in families_of(args) for s in seeds_of(args, f) for m in METHODS),
                       key=lambda job: (job[0] == ANT, job[2], list(FAMILIES).index(job[0])))
-        jobs = [lambda job=job: train(args, *job) for job in runs if job[0] != ANT]
-        for family in families_of(args):
+        pretrainings = []
+        for family in sorted(families_of(args), key=lambda f: f != ANT):
             pretrain_args = argparse.Namespace(**{**vars(args), "pretrain_iterations": args.pretrain_iterations
                                                   or iterations_of(args, family)})
-            jobs.append(lambda a=pretrain_args, f=family: pretrain(a, f))
-        jobs += [lambda job=job: train(args, *job) for job in runs if job[0] == ANT]
-        failures = run_jobs(args.jobs, jobs)
+            pretrainings.append(lambda a=pretrain_args, f=family: pretrain(a, f))
+        stages = [[lambda job=job: train(args, *job) for job in runs if job[0] != ANT], pretrainings,
+                  [lambda job=job: train(args, *job) for job in runs if job[0] == ANT]]
+        failures = [line for stage in stages for line in run_jobs(args.jobs, stage)]
         wall["train"] = time.perf_counter() - start
         if failures:
             raise SystemExit("\n".join(failures) + "\nthe other runs kept their checkpoints; fix the cause and run "
