@@ -13,7 +13,8 @@ An empty text means the paper gives no number there. A trailing ``%`` is ignored
 
 Where a result stands is decided by its mean: *level* inside the paper's interval, *above* or *below* outside.
 With several seeds the result's own 95 % interval says whether that side is clear: a mean outside the paper's
-interval whose seed interval still reaches it is reported as not clear ("below, within the seeds' interval").
+interval whose seed interval still reaches it is reported as not clear ("below, within the seeds' interval"); a
+single seed has no interval ("below (one seed)"). :func:`beside_papers` writes a study's table of these.
 """
 
 from __future__ import annotations
