@@ -1,7 +1,7 @@
 """Meta-SGD vs MAML on MuJoCo locomotion at MAML's protocol, several seeds, beside the papers' numbers.
 
     python scripts/reproduce_locomotion.py --out ~/runs/locomotion-study --report-dir docs/results/locomotion \\
-        --publish                                        # the whole study, resumable (an estimated 12 h on 2 cores)
+        --publish                                        # the whole study, resumable (about 15 h on 2 cores)
     python scripts/reproduce_locomotion.py --out docs/results/locomotion --evaluate-only   # the committed checkpoints
     python scripts/reproduce_locomotion.py --families HalfCheetahVel-v0 --seeds 0 1 --iterations 2 \\
         --pretrain-iterations 1 --set meta_batch_size=2 --set episodes_per_task=2 --out /tmp/smoke  # a smoke run
@@ -13,8 +13,9 @@ and HalfCheetahDir-v0 with ``--seeds`` for ``--iterations`` meta-iterations each
 only, for ``--ant-iterations`` and ``--ant-episodes`` episodes per inner step (MAML used 40 there; 20 by default,
 which doubles the iterations that fit). ``--set KEY=VALUE`` overrides every config (smoke runs).
 
-Time on 2 cores, two runs side by side: a cheetah iteration takes about 17.5 s per run (12 runs × 300 iterations:
-about 9 h); the Ant on gymnasium's envs, the pretraining and the evaluations make the rest of the estimated 12 h.
+Time on 2 cores, two runs side by side: a cheetah iteration takes 15–20 s per run; the twelve cheetah runs of 300
+iterations took 20.8 h of one core, about 10.5 h of the two (measured, docs/results/locomotion.md). The Ant on
+gymnasium's envs (~4k steps/s: about 90 s per iteration), the pretraining and the evaluations add about 4 h.
 
 Stages, each resumable:
 1. **Training** (``metasgd_rl.training_jobs``), ``--jobs`` runs at a time, each ``metasgd-rl train`` with
@@ -429,8 +430,8 @@ def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
         "Training time per run (iterations only; held-out evaluations and checkpoints excluded), one torch thread, "
         "two runs at a time on 2 cores. The sum counts every iteration as it ran, including stretches where other "
         "work shared the cores; the median iteration is the undisturbed pace. "
-        f"This invocation: {wall['train']:.0f} s training and pretraining, {wall['total']:.0f} s in all. "
-        f"All the runs below: {training_seconds / 3600:.1f} h of training and pretraining and "
+        + ("" if args.evaluate_only else f"This invocation trained and pretrained for {wall['train'] / 3600:.2f} h. ")
+        + f"All the runs below: {training_seconds / 3600:.1f} h of training and pretraining and "
         f"{evaluation_seconds / 3600:.1f} h of held-out evaluation, one core each, so about "
         f"{(training_seconds + evaluation_seconds) / 7200:.1f} h on 2 cores with two jobs at a time.", "", *walls,
         ""])
