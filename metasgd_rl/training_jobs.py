@@ -84,14 +84,21 @@ def install_stop_handlers(prog: str) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def trained_iterations(directory: Path) -> int | None:
-    """The iteration of a run's ``final.pt`` (None without one)."""
+def trained_iterations(directory: Path, file: str = "final.pt") -> int | None:
+    """The iteration of a run's ``final.pt`` (or of another checkpoint ``file``; None without one)."""
     import torch
 
-    final = directory / "final.pt"
-    if not final.is_file():
+    path = directory / file
+    if not path.is_file():
         return None
-    return int(torch.load(final, map_location="cpu", weights_only=True)["iteration"])
+    return int(torch.load(path, map_location="cpu", weights_only=True)["iteration"])
+
+
+def unfinished_note(directory: Path, label: str) -> str:
+    """``label`` and how far a run without ``final.pt`` has come, for a study's list of runs it cannot evaluate:
+    "LABEL (checkpoint at iteration N)" or "LABEL (not started)"."""
+    at = trained_iterations(directory, "checkpoint.pt")
+    return f"{label} (checkpoint at iteration {at})" if at is not None else f"{label} (not started)"
 
 
 def train_command(directory: Path, config: Path, iterations: int, sets: Sequence[str],

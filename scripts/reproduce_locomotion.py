@@ -81,6 +81,7 @@ from metasgd_rl.training_jobs import (  # noqa: E402
     stop_requested,
     train_run,
     trained_iterations,
+    unfinished_note,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -338,20 +339,34 @@ def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
     scores: dict[str, dict[str, dict[int, list[float]]]] = {}
     records: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     curves: dict[str, dict[str, dict[int, dict[str, np.ndarray]]]] = {}
+    unfinished: list[str] = []  # runs without final.pt: listed, not evaluated (a report written mid-study)
     for family in families_of(args):
         records[family] = {m: {} for m in (*METHODS, *BASELINES)}
         curves[family] = {m: {} for m in METHODS}
         for method in METHODS:
             for seed in seeds_of(args, family):
+                directory = run_dir(args.out, family, f"{method}-seed{seed}")
+                if not (directory / "final.pt").is_file():
+                    unfinished.append(unfinished_note(directory, f"{family} {method}-seed{seed}"))
+                    continue
                 records[family][method][seed] = evaluate(args, family, f"{method}-seed{seed}")
-                curves[family][method][seed] = read_curve(run_dir(args.out, family, f"{method}-seed{seed}"))
+                curves[family][method][seed] = read_curve(directory)
+        if not any(records[family][m] for m in METHODS):
+            continue  # the baselines alone compare with nothing: the family waits for its runs
         for baseline in BASELINES:
-            if baseline == "pretrained" and not (run_dir(args.out, family, "pretrained-seed0") / "final.pt").exists():
+            directory = run_dir(args.out, family, f"{baseline}-seed0")
+            if baseline == "pretrained" and not (directory / "final.pt").exists():
+                unfinished.append(unfinished_note(directory, f"{family} pretrained-seed0"))
                 continue
             records[family][baseline][0] = evaluate(args, family, f"{baseline}-seed0")
         scores[family] = {m: {s: r["per_step"] for s, r in by_seed.items()}
                           for m, by_seed in records[family].items() if by_seed}
-    summaries = {f: summarise_seeds(seed_arrays({m: scores[f][m] for m in METHODS})) for f in scores}
+        curves[family] = {m: runs for m, runs in curves[family].items() if runs}
+    if not scores:
+        raise SystemExit("no run of " + ", ".join(families_of(args)) + " has its final.pt yet: "
+                         + "; ".join(unfinished))
+    summaries = {f: summarise_seeds(seed_arrays({m: scores[f][m] for m in METHODS if m in scores[f]}))
+                 for f in scores}
     baselines = {f: summarise_seeds(seed_arrays({m: scores[f][m] for m in BASELINES if m in scores[f]}))
                  for f in scores}
 
@@ -394,7 +409,7 @@ def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
     fig.tight_layout()
     save_png(fig, args.report_dir / "adaptation.png")
     plt.close(fig)
-    plot_curves(args.report_dir / "learning_curves.png", curves)
+    plot_curves(args.report_dir / "learning_curves.png", {f: curves[f] for f in scores})
 
     command = "python scripts/reproduce_locomotion.py " + " ".join(sys.argv[1:])
     text = "\n".join([
@@ -405,6 +420,7 @@ def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
         "minus MAML's ± its 95 % Welch interval and the p-value of Welch's t-test over seeds. The papers' rows are "
         "their published numbers (MAML's read from its Figure 5, ±20 %)." + shared_tasks_note(list(scores)), "",
         *table, "",
+        *([f"Runs without `final.pt`, not evaluated yet: {'; '.join(unfinished)}.", ""] if unfinished else []),
         "![adaptation](adaptation.png)", "", "## Beside the papers", "",
         "Each of our rows beside each paper's number it compares with. A number read from MAML's Figure 5 stands "
         f"for ± 20 % of itself (at least ± {READ_FLOOR:g}), a range for itself, a bound for one side. *Level*: our "
@@ -439,6 +455,7 @@ def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
     atomic_write_text(args.report_dir / "results.json", json.dumps(
         {"command": command, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
          "labels": LABELS, "anchors": ANCHORS, "standings": standings, "summary": summaries, "evaluations": records,
+         "unfinished": unfinished,
          "wall": wall | {"study_training_seconds": training_seconds, "study_evaluation_seconds": evaluation_seconds}},
         indent=1))
     print("\n".join(table))

@@ -72,6 +72,7 @@ from metasgd_rl.training_jobs import (
     run_jobs,
     stop_requested,
     train_run,
+    unfinished_note,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,9 +285,7 @@ def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
             name = f"{method}-seed{seed}"
             directory = run_dir(args.out, benchmark, name)
             if not (directory / "final.pt").is_file():
-                checkpoint = directory / "checkpoint.pt"
-                at = f" (checkpoint at iteration {trained_iterations_of(checkpoint)})" if checkpoint.is_file() else ""
-                unfinished.append(f"{benchmark} {name}{at}")
+                unfinished.append(unfinished_note(directory, f"{benchmark} {name}"))
                 continue
             evaluations[benchmark][method][seed] = evaluate(args, benchmark, name)
             results.append(protocol(args, benchmark, name))
@@ -353,12 +352,6 @@ def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
          "unfinished": unfinished, "wall": wall}, indent=1))
     print(text)
     print(f"wrote {args.report_dir}/results.md")
-
-
-def trained_iterations_of(checkpoint: Path) -> int:
-    import torch
-
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["iteration"])
 
 
 def _protocol_summary(results: list[dict[str, Any]]) -> dict[str, Any]:

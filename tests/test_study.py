@@ -122,3 +122,20 @@ def test_locomotion_study_trains_reuses_publishes_and_reevaluates(tmp_path):
                    check=True, capture_output=True, cwd=ROOT)
     cli = json.loads(evaluated.read_text())
     np.testing.assert_allclose(cli["mean"], records["metasgd"]["1"]["per_step"], rtol=0, atol=1e-9)
+
+    # a report written mid-study: runs without final.pt are listed with their checkpoint, the rest reported
+    (out / "runs" / "HalfCheetahVel-v0" / "maml-seed1" / "final.pt").unlink()
+    (out / "runs" / "HalfCheetahVel-v0" / "pretrained-seed0" / "final.pt").unlink()
+    partial = tmp_path / "partial"
+    _script(*TINY, "--out", str(out), "--report-dir", str(partial), "--evaluate-only")
+    midway = json.loads((partial / "results.json").read_text())
+    assert midway["unfinished"] == ["HalfCheetahVel-v0 maml-seed1 (checkpoint at iteration 1)",
+                                    "HalfCheetahVel-v0 pretrained-seed0 (checkpoint at iteration 1)"]
+    assert set(midway["evaluations"]["HalfCheetahVel-v0"]["maml"]) == {"0"}
+    assert "not evaluated yet: HalfCheetahVel-v0 maml-seed1" in (partial / "results.md").read_text()
+    # with no run of the family finished there is nothing to compare: one line says which runs are missing
+    for name in ("metasgd-seed0", "metasgd-seed1", "maml-seed0"):
+        (out / "runs" / "HalfCheetahVel-v0" / name / "final.pt").unlink()
+    proc = subprocess.run([sys.executable, str(SCRIPT), *TINY, "--out", str(out), "--evaluate-only"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode != 0 and "no run of HalfCheetahVel-v0 has its final.pt yet" in proc.stderr
