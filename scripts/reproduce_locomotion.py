@@ -31,7 +31,8 @@ Stages, each resumable:
    ``final.pt`` like the runs, so ``metasgd-rl evaluate`` evaluates them too.
 3. **Evaluation** of every ``final.pt`` exactly as ``metasgd-rl evaluate CHECKPOINT --tasks 40 --steps 3
    --episodes 20 --seed 2026 --alpha-probe`` does (the same tasks for every model of a family), cached per
-   checkpoint in ``--out``/evaluation; per Meta-SGD run also the α probe and α's statistics per tensor.
+   checkpoint in ``--out``/evaluation; per Meta-SGD run also the α probe and α's statistics per tensor. Runs
+   without ``final.pt`` (a report written mid-study) are listed with their checkpoint's iteration, not evaluated.
 4. **Report** in ``--report-dir`` (default ``--out``): ``results.md``, ``results.json``, ``adaptation.png``,
    ``learning_curves.png`` (post-adaptation return on the training tasks against environment steps). The table:
    mean over seeds ± 95 % t-interval over seeds, Welch's test Meta-SGD − MAML, the baselines and the papers'
