@@ -15,7 +15,8 @@ which doubles the iterations that fit). ``--set KEY=VALUE`` overrides every conf
 
 Time on 2 cores, two runs side by side: a cheetah iteration takes 15–20 s per run; the twelve cheetah runs of 300
 iterations took 20.8 h of one core, about 10.5 h of the two (measured, docs/results/locomotion.md). The Ant on
-gymnasium's envs (~4k steps/s: about 90 s per iteration), the pretraining and the evaluations add about 4 h.
+gymnasium's envs (episodes end when it falls: 57 s per iteration measured), the pretraining and the evaluations add
+about 3 h.
 
 Stages, each resumable:
 1. **Training** (``metasgd_rl.training_jobs``), ``--jobs`` runs at a time, each ``metasgd-rl train`` with
