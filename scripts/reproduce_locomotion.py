@@ -15,8 +15,8 @@ which doubles the iterations that fit). ``--set KEY=VALUE`` overrides every conf
 
 Time on 2 cores, two runs side by side: a cheetah iteration takes 15–20 s per run; the twelve cheetah runs of 300
 iterations took 20.8 h of one core, about 10.5 h of the two (measured, docs/results/locomotion.md). The Ant on
-gymnasium's envs (episodes end when it falls: 57 s per iteration measured), the pretraining and the evaluations add
-about 3 h.
+gymnasium's envs (episodes end when it falls: 40–57 s per iteration measured, 1.15 h per 100-iteration run), the
+pretrainings and the evaluations add 2.4 h: the whole study took 25.8 h of one core, about 12.9 h of the two.
 
 Stages, each resumable:
 1. **Training** (``metasgd_rl.training_jobs``), ``--jobs`` runs at a time, each ``metasgd-rl train`` with
@@ -325,7 +325,8 @@ def plot_curves(path: Path, curves: dict[str, dict[str, dict[int, dict[str, np.n
             length = min(len(c["post_return"]) for c in runs.values())
             steps = next(iter(runs.values()))["env_steps"][:length] / 1e6
             post = np.array([c["post_return"][:length] for c in runs.values()])
-            line, = ax.plot(steps, post.mean(0), label=f"{LABELS[method]}, after 1 step ({len(runs)} seeds)")
+            seeds = f"{len(runs)} seed" + ("" if len(runs) == 1 else "s")
+            line, = ax.plot(steps, post.mean(0), label=f"{LABELS[method]}, after 1 step ({seeds})")
             ax.fill_between(steps, post.min(0), post.max(0), alpha=0.15, color=line.get_color())
             pre = np.array([c["pre_return"][:length] for c in runs.values()])
             ax.plot(steps, pre.mean(0), ls="--", color=line.get_color(), lw=0.8, label=f"{LABELS[method]}, before")
