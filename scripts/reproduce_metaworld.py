@@ -35,11 +35,12 @@ Stages, each resumable (run the same command again after a stop or a crash):
    ``config.yaml`` and ``metrics.csv`` and the evaluations into ``--report-dir``/runs and /evaluation, the layout
    of ``--out``, so that ``--out REPORT_DIR --evaluate-only`` evaluates the published checkpoints again.
 
-Estimated wall-clock on 2 cores, two runs side by side (one core each, ~1.4k env steps/s per core with the local
-sampler, docs/metaworld/README.md): an ML1 run (10 tasks × 10 episodes × horizon 150 × 2 = 30k env steps per
-iteration) takes 28 s per iteration, so each pair of seeds' 120 iterations takes 59 min: 2 seeds ≈ 2 h. An ML10
-iteration is 20 × 10 × 150 × 2 = 60k env steps ≈ 43 s at 1.4k steps/s; 15 M steps are 250 iterations ≈ 3 h per
-run, the two methods side by side ≈ 3 h (more where ML10's classes step slower than reach). The evaluations add
+Wall-clock on 2 cores, two runs side by side (one core each). push-v3 steps at ~690 env steps/s in one process
+(reach-v3: ~1.46k; docs/metaworld/ml1-push-speed), and the local sampler keeps 96 % of that. An ML1 push run
+(10 tasks × 10 episodes × horizon 150 × 2 = 30k env steps per iteration) took a median 52–54 s per iteration
+(measured), so each pair of seeds' 120 iterations takes about 1.8 h: 2 seeds ≈ 3.5 h. An ML10 iteration is
+20 × 10 × 150 × 2 = 60k env steps, 45–90 s if its classes step between push's and reach's rates (the others
+are not measured); 15 M steps are 250 iterations, 3–6.5 h with the two methods side by side. The evaluations add
 about 10 min per run (50 goals × 20 episodes, and the protocol's 50 rounds × 13 episodes per class).
 """
 
