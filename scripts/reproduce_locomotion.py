@@ -337,7 +337,9 @@ def plot_curves(path: Path, curves: dict[str, dict[str, dict[int, dict[str, np.n
     plt.close(fig)
 
 
-def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
+def report(args: argparse.Namespace, wall: dict[str, float], start: float) -> None:
+    """The report of every finished run, evaluating what is not cached; ``wall['total']`` is set from ``start``
+    (this invocation's start) once the evaluations are done, so that it counts them."""
     steps = args.eval_steps
     scores: dict[str, dict[str, dict[int, list[float]]]] = {}
     records: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
@@ -459,7 +461,8 @@ def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
         {"command": command, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
          "labels": LABELS, "anchors": ANCHORS, "standings": standings, "summary": summaries, "evaluations": records,
          "unfinished": unfinished,
-         "wall": wall | {"study_training_seconds": training_seconds, "study_evaluation_seconds": evaluation_seconds}},
+         "wall": wall | {"total": time.perf_counter() - start, "study_training_seconds": training_seconds,
+                         "study_evaluation_seconds": evaluation_seconds}},
         indent=1))
     print("\n".join(table))
     print(f"wrote {args.report_dir}/results.md")
@@ -534,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
                              "the same command again to continue")
         if stop_requested():
             raise SystemExit("stopped: every run kept its checkpoint; run the same command again to continue")
-    report(args, wall | {"total": time.perf_counter() - start})
+    report(args, wall, start)
     if args.publish:
         publish(args)
         print(f"published the checkpoints into {args.report_dir}/runs")

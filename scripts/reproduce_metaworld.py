@@ -269,7 +269,9 @@ def differences(benchmark: str, config: dict[str, Any], iterations: int, seeds: 
             f"counts {evaluation_episodes} evaluation episodes that end at success.")
 
 
-def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
+def report(args: argparse.Namespace, wall: dict[str, float], start: float) -> None:
+    """The report of every finished run, evaluating what is not cached; ``wall['total']`` is set from ``start``
+    (this invocation's start) once the evaluations are done, so that it counts them."""
     evaluations: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     protocols: dict[str, dict[str, Any]] = {}
     walls: dict[str, dict[str, dict[int, dict[str, Any] | None]]] = {}
@@ -338,6 +340,7 @@ def report(args: argparse.Namespace, wall: dict[str, float]) -> None:
         lines += [differences(benchmark, config, iterations_of(args, benchmark), len(seeds_of(args, benchmark)),
                               args.protocol_evaluation_episodes), ""]
 
+    wall = wall | {"total": time.perf_counter() - start}  # the evaluations above included
     lines += wall_section(walls, wall)
     if unfinished:
         lines += ["", "Runs without `final.pt` (not evaluated): " + "; ".join(unfinished) + "."]
@@ -495,7 +498,7 @@ def main(argv: list[str] | None = None) -> None:
     from metasgd_rl.allocator import reuse_freed_memory
 
     reuse_freed_memory()  # the evaluations build and free many Meta-World envs
-    report(args, wall | {"total": time.perf_counter() - start})
+    report(args, wall, start)
     if args.publish:
         publish(args)
         print(f"published the checkpoints into {args.report_dir}/runs")

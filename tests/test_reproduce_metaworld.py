@@ -91,6 +91,9 @@ def test_metaworld_study_trains_evaluates_reuses_and_matches_evaluate_adaptation
         assert r["step"] == 1 and r["mean"] == 100 * summary["protocol"][r["ours"]]["success"]["mean"]
         assert r["clear"] in (True, None)
     assert "where we stand" in text
+    # "in all" counts the evaluations this invocation ran, not only the training
+    evaluated = sum(r["seconds"] for by_seed in results["evaluations"]["ML10"].values() for r in by_seed.values())
+    assert results["wall"]["total"] >= results["wall"]["train"] + evaluated
     for method in ("metasgd", "maml"):
         for name in ("final.pt", "config.yaml", "metrics.csv"):
             assert (published / "runs" / "ML10" / f"{method}-seed0" / name).is_file()

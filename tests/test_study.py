@@ -92,6 +92,7 @@ def test_locomotion_study_trains_reuses_publishes_and_reevaluates(tmp_path):
     assert wall["study_training_seconds"] == pytest.approx(seconds)
     assert wall["study_evaluation_seconds"] == pytest.approx(
         sum(r["seconds"] for by_seed in records.values() for r in by_seed.values()))
+    assert wall["total"] >= wall["train"] + wall["study_evaluation_seconds"]  # this invocation evaluated them all
     # every compared row beside MAML's Figure 5 at its printed steps (0, 1; 3 is past --eval-steps 2), the random
     # init beside Figure 5's bound at steps 1 and 2; learn2learn's horizon-100 numbers are not compared
     standings = results["standings"]
