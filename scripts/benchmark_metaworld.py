@@ -29,10 +29,12 @@ def markdown(throughput: dict, iterations: list[dict]) -> str:
              "", "| what | env steps/s |", "|---|---|",
              f"| raw env stepping (one process) | {t['raw_steps_per_s']:,.0f} |",
              f"| sampler, local | {t['local_steps_per_s']:,.0f} |",
-             f"| sampler, Ray ({t['ray_workers']} workers) | {t['ray_steps_per_s']:,.0f} |", "",
-             "| sampler | s per meta-iteration | of which sampling | env steps per iteration |", "|---|---|---|---|"]
-    for row in iterations:
-        lines.append(f"| {row['sampler']} | {row['total']:.1f} | {row['sampling']:.1f} | {row['env_steps']:,.0f} |")
+             f"| sampler, Ray ({t['ray_workers']} workers) | {t['ray_steps_per_s']:,.0f} |"]
+    if iterations:  # ``--iterations 0`` times none: no table rather than a header without rows
+        lines += ["", "| sampler | s per meta-iteration | of which sampling | env steps per iteration |",
+                  "|---|---|---|---|"]
+        lines += [f"| {row['sampler']} | {row['total']:.1f} | {row['sampling']:.1f} | {row['env_steps']:,.0f} |"
+                  for row in iterations]
     return "\n".join(lines) + "\n"
 
 
