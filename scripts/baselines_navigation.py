@@ -43,6 +43,7 @@ from metasgd_rl.baselines import (
     pretrain_multitask,
     random_init,
 )
+from metasgd_rl.command_line import shown_command
 from metasgd_rl.io import atomic_write_text
 from metasgd_rl.report import adaptation_table, write_report
 from metasgd_rl.stats import mean_ci95
@@ -113,7 +114,7 @@ def main() -> None:
           f"mean ± 95% t-interval over tasks\n\n{adaptation_table(results, digits=1)}")
     sections: list[str] = []  # what report.md gets beyond its adaptation table
     report = {"args": {k: json.loads(json.dumps(v, default=str)) for k, v in vars(args).items()},
-              "command": "python scripts/baselines_navigation.py " + " ".join(sys.argv[1:]), "tasks": tasks,
+              "command": shown_command(__file__), "tasks": tasks,
               "pretrain": {"iterations": args.pretrain_iterations, "outer": args.pretrain_outer,
                            "seed": args.pretrain_seed, "step_size": args.step_size, **settings}}
 

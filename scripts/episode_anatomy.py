@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
+from metasgd_rl.command_line import shown_command
 from metasgd_rl.episode_anatomy import episode_anatomy
 from metasgd_rl.evaluation import adaptation_rollouts, evaluation_tasks
 from metasgd_rl.io import atomic_write_text
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         except (ValueError, TypeError, KeyError) as err:  # ComparisonError names the file; tasks the family refuses
             message = str(err) if isinstance(err, ComparisonError) else f"{checkpoint}: {type(err).__name__}: {err}"
             raise SystemExit(message) from None
-    command = shlex.join(["python", "scripts/episode_anatomy.py", *(sys.argv[1:] if argv is None else argv)])
+    command = shown_command(__file__, argv)
     text = markdown(results, command)
     print(text, end="")
     if args.out is not None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from metasgd_rl.command_line import shown_command
 from metasgd_rl.io import atomic_write_text
 from metasgd_rl_envs.metaworld_protocol import evaluate_checkpoint, summarise_protocol_runs
 
@@ -66,8 +67,6 @@ def markdown(summary: dict[str, Any], results: list[dict[str, Any]], command: st
 
 
 def main() -> None:
-    import sys
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories or checkpoint files")
     parser.add_argument("--out", type=Path, required=True, help="folder for results.{md,json} and the cache")
@@ -91,7 +90,7 @@ def main() -> None:
     if len(kinds) > 1:
         raise SystemExit(f"the runs are on different benchmarks or horizons: {sorted(kinds, key=str)}")
     summary = summarise_protocol_runs(results)
-    command = "python scripts/evaluate_metaworld.py " + " ".join(sys.argv[1:])
+    command = shown_command(__file__)
     text = markdown(summary, results, command)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "results.json", json.dumps({"summary": summary, "runs": results}, indent=1) + "\n")

@@ -71,6 +71,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from metasgd_rl.cli import main as cli_main  # noqa: E402
+from metasgd_rl.command_line import shown_command  # noqa: E402
 from metasgd_rl.model import read_checkpoint  # noqa: E402
 
 #: a training of about a tenth of a second per iteration, long enough for the kill storm's 20 kills
@@ -958,7 +959,7 @@ def main() -> int:
                         help="address-space cap of this process for the in-process cases (default 8)")
     args = parser.parse_args()
     limit_memory(args.memory_limit_gb)
-    command = "python scripts/fault_injection.py " + " ".join(sys.argv[1:])
+    command = shown_command(__file__)
     rng = np.random.default_rng(args.seed)
     tally = Tally()
     start = time.perf_counter()

@@ -66,6 +66,7 @@ import torch  # noqa: E402
 import metasgd_rl as msr  # noqa: E402
 from metasgd_rl.anchors import BESIDE_HEADER, PaperRows, beside_papers  # noqa: E402
 from metasgd_rl.baselines import pretrain_step, random_init  # noqa: E402
+from metasgd_rl.command_line import shown_command
 from metasgd_rl.config import load_config, model_kwargs  # noqa: E402
 from metasgd_rl.io import atomic_write_text  # noqa: E402
 from metasgd_rl.probe import alpha_probe  # noqa: E402
@@ -416,7 +417,7 @@ def report(args: argparse.Namespace, wall: dict[str, float], start: float) -> No
     plt.close(fig)
     plot_curves(args.report_dir / "learning_curves.png", {f: curves[f] for f in scores})
 
-    command = "python scripts/reproduce_locomotion.py " + " ".join(sys.argv[1:])
+    command = shown_command(__file__)
     text = "\n".join([
         "# Meta-SGD vs MAML on locomotion at MAML's protocol", "", f"`{command}`", "",
         f"Held-out evaluation: {args.eval_tasks} tasks (`split=\"test\"`, seed {args.eval_seed}), {args.eval_episodes} "

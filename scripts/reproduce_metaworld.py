@@ -51,7 +51,6 @@ import csv
 import json
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +59,7 @@ import numpy as np
 
 import metasgd_rl as msr
 from metasgd_rl.anchors import BESIDE_HEADER, PaperRows, beside_papers
+from metasgd_rl.command_line import shown_command
 from metasgd_rl.config import load_config
 from metasgd_rl.io import atomic_write_text
 from metasgd_rl.stats import interquartile_mean
@@ -344,7 +344,7 @@ def report(args: argparse.Namespace, wall: dict[str, float], start: float) -> No
     lines += wall_section(walls, wall)
     if unfinished:
         lines += ["", "Runs without `final.pt` (not evaluated): " + "; ".join(unfinished) + "."]
-    command = "python scripts/reproduce_metaworld.py " + " ".join(sys.argv[1:])
+    command = shown_command(__file__)
     text = "\n".join(["# Meta-SGD vs MAML on Meta-World ML1 push-v3 and ML10", "", f"`{command}`", "", *lines, ""])
     args.report_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.report_dir / "results.md", text)

@@ -43,6 +43,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 import metasgd_rl as msr  # noqa: E402
+from metasgd_rl.command_line import shown_command
 from metasgd_rl.io import atomic_write_text  # noqa: E402
 from metasgd_rl.report import save_png  # noqa: E402
 from metasgd_rl.study import plot_seed_adaptation, seed_arrays, seed_rows, step_header, summarise_seeds  # noqa: E402
@@ -198,7 +199,7 @@ def main() -> None:
                     args.out, variant, method, seed)
     summary = summarise(scores, args.variants, methods)
     table = markdown(summary, args.variants, labels, args.eval_steps, len(args.seeds), args.eval_split)
-    command = "python scripts/reproduce_navigation.py " + " ".join(sys.argv[1:])
+    command = shown_command(__file__)
     total = time.perf_counter() - start
     seconds = [s for v in run_seconds.values() for m in v.values() for s in m.values()]
     report = (f"# Meta-SGD vs MAML on 2D navigation\n\n`{command}`\n\n{table}\n\n"

@@ -49,6 +49,7 @@ import torch  # noqa: E402
 
 import metasgd_rl as msr  # noqa: E402
 from metasgd_rl.baselines import FINE_TUNE_KEYS, pretrain_multitask, random_init  # noqa: E402
+from metasgd_rl.command_line import shown_command
 from metasgd_rl.config import MAML_FIXED, read_yaml_file, resolve_config, yaml_dump  # noqa: E402
 from metasgd_rl.io import atomic_write_text  # noqa: E402
 from metasgd_rl.model import with_legacy_defaults  # noqa: E402
@@ -330,7 +331,7 @@ def study(args: argparse.Namespace) -> None:
                                         for s in seeds}
         print(f"evaluated {name}", flush=True)
 
-    command = "python scripts/study_alpha.py " + " ".join(sys.argv[1:])
+    command = shown_command(__file__)
     where = ("validation tasks (split='train', a seed no training iteration uses)" if split == "train"
              else "held-out tasks (split='test')")
     md = [f"# α study: {args.phase}", "", f"`{command}`", "",
