@@ -304,6 +304,17 @@ def per_goal_success(episodes: Sequence[Mapping[str, Any]], env_classes: Sequenc
                      "after": float(np.mean([c["after"] for c in classes.values()]))}}
 
 
+def cached_protocol_result(path: Path, settings: Mapping[str, Any], cache: Path) -> dict[str, Any] | None:
+    """The result :func:`evaluate_checkpoint` cached in ``cache`` for the checkpoint ``path`` (its sha256) and
+    ``settings``; None when there is none or it was computed for other bytes or settings."""
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    cached = cache / f"{sha[:16]}.json"
+    if not cached.is_file():
+        return None
+    result = json.loads(cached.read_text())
+    return result if result.get("checkpoint_sha256") == sha and result.get("settings") == dict(settings) else None
+
+
 def evaluate_checkpoint(path: Path, settings: Mapping[str, Any], cache: Path) -> dict[str, Any]:
     """:func:`metaworld_protocol` of the checkpoint ``path`` with ``settings`` (its keyword arguments), cached in
     ``cache/<digest>.json``: a result is reused when the checkpoint's sha256 and the settings match, so adding a
@@ -315,11 +326,10 @@ def evaluate_checkpoint(path: Path, settings: Mapping[str, Any], cache: Path) ->
     settings = dict(settings)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     cached = cache / f"{sha[:16]}.json"
-    if cached.is_file():
-        result = json.loads(cached.read_text())
-        if result.get("checkpoint_sha256") == sha and result.get("settings") == settings:
-            print(f"{path}: cached ({cached})", flush=True)
-            return result
+    result = cached_protocol_result(path, settings, cache)
+    if result is not None:
+        print(f"{path}: cached ({cached})", flush=True)
+        return result
     model = load_checkpoint(path)
     start = time.perf_counter()
     result = metaworld_protocol(model, **settings)

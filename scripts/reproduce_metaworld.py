@@ -22,7 +22,8 @@ Stages, each resumable (run the same command again after a stop or a crash):
    continued (``--resume``). SIGINT/SIGTERM stop every run after its current iteration with a checkpoint. To end
    ML10 where it is, stop it and run again with ``--ml10-iterations`` at its checkpoint's iteration (the report
    lists runs without ``final.pt`` and their checkpoint): that writes its ``final.pt`` without training more.
-2. **Evaluation** of every ``final.pt``, cached per checkpoint sha256 and settings in ``--out``/evaluation:
+2. **Evaluation** of every ``final.pt``, ``--jobs`` runs at a time in child processes (one core each), cached per
+   checkpoint sha256 and settings in ``--out``/evaluation:
    (a) exactly what ``metasgd-rl evaluate CKPT --tasks 50 --steps 1 --episodes 10 --seed 0`` computes (success
    and return before and after one inner step on the 50 test goals; per test class for ML10), and (b) Meta-World's
    own protocol, ``metaworld.evaluation.metalearning_evaluation`` (``metasgd_rl_envs.metaworld_protocol``: one
@@ -50,7 +51,10 @@ import argparse
 import csv
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -160,18 +164,32 @@ def per_class(tasks: list[dict[str, Any]], values: np.ndarray) -> dict[str, list
     return {c: values[idx].mean(0).tolist() for c, idx in sorted(classes.items())}
 
 
+def evaluation_settings(args: argparse.Namespace, final: Path) -> dict[str, Any]:
+    return {"tasks": args.eval_tasks, "steps": EVAL_STEPS, "episodes": args.eval_episodes, "seed": args.eval_seed,
+            "checkpoint_sha256": file_digest(final)}
+
+
+def cached_evaluation(args: argparse.Namespace, benchmark: str, name: str) -> dict[str, Any] | None:
+    """The cached evaluation (a) of a run's ``final.pt`` at these settings; None without one or with
+    ``--reevaluate``."""
+    cache = args.out / "evaluation" / benchmark / f"{name}.json"
+    if args.reevaluate or not cache.is_file():
+        return None
+    cached = json.loads(cache.read_text())
+    final = run_dir(args.out, benchmark, name) / "final.pt"
+    return cached if cached.get("settings") == evaluation_settings(args, final) else None
+
+
 def evaluate(args: argparse.Namespace, benchmark: str, name: str) -> dict[str, Any]:
     """``metasgd-rl evaluate final.pt --tasks --steps 1 --episodes --seed`` of one run, cached per checkpoint."""
     from metasgd_rl.report import load_checkpoint
 
     final = run_dir(args.out, benchmark, name) / "final.pt"
     cache = args.out / "evaluation" / benchmark / f"{name}.json"
-    settings = {"tasks": args.eval_tasks, "steps": EVAL_STEPS, "episodes": args.eval_episodes,
-                "seed": args.eval_seed, "checkpoint_sha256": file_digest(final)}
-    if cache.is_file() and not args.reevaluate:
-        cached = json.loads(cache.read_text())
-        if cached.get("settings") == settings:
-            return cached
+    cached = cached_evaluation(args, benchmark, name)
+    if cached is not None:
+        return cached
+    settings = evaluation_settings(args, final)
     model = load_checkpoint(final)
     start = time.perf_counter()
     result = msr.evaluate_adaptation(model, n_tasks=args.eval_tasks, steps=EVAL_STEPS, episodes=args.eval_episodes,
@@ -208,6 +226,42 @@ def protocol(args: argparse.Namespace, benchmark: str, name: str) -> dict[str, A
     if args.reevaluate:
         (cache / f"{file_digest(final)[:16]}.json").unlink(missing_ok=True)
     return evaluate_checkpoint(final, protocol_settings(args), cache)
+
+
+def is_evaluated(args: argparse.Namespace, benchmark: str, name: str) -> bool:
+    """Whether both evaluations of a run's ``final.pt`` are cached at these settings."""
+    if args.reevaluate or cached_evaluation(args, benchmark, name) is None:
+        return False
+    from metasgd_rl_envs.metaworld_protocol import cached_protocol_result
+
+    final = run_dir(args.out, benchmark, name) / "final.pt"
+    return cached_protocol_result(final, protocol_settings(args), args.out / "evaluation" / benchmark / "protocol"
+                                  ) is not None
+
+
+def evaluate_in_child(args: argparse.Namespace, benchmark: str, name: str) -> str:
+    """Both evaluations of one run in a child process with one torch thread (this script with the same options
+    and ``--evaluate-run``), which fills their caches; returns the child's output."""
+    command = [sys.executable, str(Path(__file__).resolve()), *args.argv, "--evaluate-run", benchmark, name]
+    done = subprocess.run(command, env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
+        raise RuntimeError(f"evaluating {benchmark} {name} failed (exit {done.returncode}): {lines[-1]}")
+    return done.stdout.strip()
+
+
+def evaluate_runs(args: argparse.Namespace) -> list[str]:
+    """Evaluate every finished run not yet evaluated, ``--jobs`` at a time, each in its own process: the
+    simulator's Python holds one core per evaluation, so two processes halve the wall-clock on 2 cores. The
+    report then reads the caches. Returns the failures' lines."""
+    pending = [(b, f"{m}-seed{s}") for b in args.benchmarks for m, s in runs_of(args, b)
+               if (run_dir(args.out, b, f"{m}-seed{s}") / "final.pt").is_file()]
+    pending = [(b, n) for b, n in pending if not is_evaluated(args, b, n)]
+    if args.jobs < 2 or len(pending) < 2:
+        return []  # the report evaluates them in this process
+    failures = run_jobs(args.jobs, [lambda b=b, n=n: evaluate_in_child(args, b, n) for b, n in pending])
+    args.reevaluate = False  # the children did: the report reads what they cached
+    return failures
 
 
 # -- wall-clock -----------------------------------------------------------------------------------------------
@@ -462,8 +516,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--protocol-adaptation-episodes", type=int, default=10)
     parser.add_argument("--protocol-evaluation-episodes", type=int, default=3)
     parser.add_argument("--protocol-seed", type=int, default=0, help="seed of the policy's noise in the protocol")
+    parser.add_argument("--evaluate-run", nargs=2, metavar=("BENCHMARK", "NAME"), help=argparse.SUPPRESS)
     add_study_arguments(parser, Path("runs/reproduce-metaworld"), "results.md and .json")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what an evaluation's child process is given
     resolve_study_paths(args)
     for key in ("push_iterations", "ml10_iterations", "jobs", "eval_tasks", "eval_episodes",
                 "protocol_envs_per_class", "protocol_adaptation_episodes", "protocol_evaluation_episodes"):
@@ -477,6 +533,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.evaluate_run is not None:  # a child of evaluate_runs: one run's evaluations, into the caches
+        import torch
+
+        torch.set_num_threads(1)
+        benchmark, name = args.evaluate_run
+        evaluate(args, benchmark, name)
+        protocol(args, benchmark, name)
+        return
     start = time.perf_counter()
     wall = {"train": 0.0}
     if ML10 in args.benchmarks:
@@ -498,6 +562,9 @@ def main(argv: list[str] | None = None) -> None:
     from metasgd_rl.allocator import reuse_freed_memory
 
     reuse_freed_memory()  # the evaluations build and free many Meta-World envs
+    failures = evaluate_runs(args)
+    if failures:
+        raise SystemExit("\n".join(failures))
     report(args, wall, start)
     if args.publish:
         publish(args)

@@ -64,6 +64,46 @@ def _script(*args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def _finished_push_runs(study, tmp_path: Path, *options: str):
+    out = tmp_path / "study"
+    for name in ("metasgd-seed0", "maml-seed0"):
+        (out / "runs" / "ML1-push-v3" / name).mkdir(parents=True)
+        (out / "runs" / "ML1-push-v3" / name / "final.pt").write_bytes(name.encode())
+    return study.parse_args(["--benchmarks", "ML1-push-v3", "--push-seeds", "0", "--out", str(out), *options])
+
+
+def test_evaluations_run_side_by_side_in_children_given_the_same_options(study, tmp_path, monkeypatch):
+    args = _finished_push_runs(study, tmp_path, "--eval-tasks", "7")
+    calls = []
+
+    def run(command, env, **kwargs):
+        calls.append((command, env))
+        return subprocess.CompletedProcess(command, 0, stdout=f"evaluated {command[-1]}\n", stderr="")
+
+    monkeypatch.setattr(study.subprocess, "run", run)
+    assert study.evaluate_runs(args) == []
+    assert sorted(c[-3:] for c, _ in calls) == [["--evaluate-run", "ML1-push-v3", "maml-seed0"],
+                                                ["--evaluate-run", "ML1-push-v3", "metasgd-seed0"]]
+    for command, env in calls:
+        assert command[0] == sys.executable and Path(command[1]) == SCRIPT
+        assert command[2:-3] == args.argv and "--eval-tasks" in command  # the parent's options, as given
+        assert env["OMP_NUM_THREADS"] == "1"
+
+    calls.clear()
+    assert study.evaluate_runs(_finished_push_runs(study, tmp_path / "one", "--jobs", "1")) == []
+    assert calls == []  # one job at a time: the report evaluates in its own process
+
+
+def test_a_failed_evaluation_child_names_its_run_and_the_cause(study, tmp_path, monkeypatch):
+    args = _finished_push_runs(study, tmp_path)
+    monkeypatch.setattr(study.subprocess, "run", lambda command, **kw: subprocess.CompletedProcess(
+        command, 1, stdout="", stderr="Traceback (most recent call last):\nValueError: not a checkpoint\n"))
+    failures = study.evaluate_runs(args)
+    assert sorted(failures) == [
+        "evaluating ML1-push-v3 maml-seed0 failed (exit 1): ValueError: not a checkpoint",
+        "evaluating ML1-push-v3 metasgd-seed0 failed (exit 1): ValueError: not a checkpoint"]
+
+
 def test_metaworld_study_trains_evaluates_reuses_and_matches_evaluate_adaptation(tmp_path):
     pytest.importorskip("metaworld", reason="the metaworld extra is not installed")
     import metasgd_rl as msr
@@ -93,7 +133,9 @@ def test_metaworld_study_trains_evaluates_reuses_and_matches_evaluate_adaptation
     assert "where we stand" in text
     # "in all" counts the evaluations this invocation ran, not only the training
     evaluated = sum(r["seconds"] for by_seed in results["evaluations"]["ML10"].values() for r in by_seed.values())
-    assert results["wall"]["total"] >= results["wall"]["train"] + evaluated
+    # (the two runs' evaluations ran side by side, one child process each)
+    assert results["wall"]["total"] >= results["wall"]["train"] + evaluated / 2
+    assert first.stdout.count("evaluated ML10") == 2  # the children's lines, passed on
     for method in ("metasgd", "maml"):
         for name in ("final.pt", "config.yaml", "metrics.csv"):
             assert (published / "runs" / "ML10" / f"{method}-seed0" / name).is_file()
