@@ -20,7 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def shown_path(text: str, root: Path = ROOT, home: Path | None = None) -> str:
     """``text`` shell-quoted; an absolute path inside ``root`` relative to it, one under ``home`` (default: the
-    user's home folder) as ``~/...``; anything else (options, values, relative paths) unchanged."""
+    user's home folder) as ``~/...``; ``--option=PATH`` as ``--option PATH`` (the shell expands no ``~`` after
+    ``=``, argparse reads both alike); anything else (options, values, relative paths) unchanged."""
+    option, equals, value = text.partition("=")
+    if text.startswith("--") and equals and os.path.isabs(value):
+        return f"{shlex.quote(option)} {shown_path(value, root, home)}"
     if not os.path.isabs(text):
         return shlex.quote(text)
     path = Path(os.path.normpath(text))

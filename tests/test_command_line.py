@@ -20,6 +20,9 @@ def test_paths_under_home_start_with_a_tilde():
     assert shown_path("/home/someone/runs/../runs/x", home=HOME) == "~/runs/x"
     assert shown_path("/home/someone", home=HOME) == "~"
     assert shown_path("/home/someone/my runs", home=HOME) == "~/'my runs'"
+    assert shown_path("--out=/home/someone/runs/x", home=HOME) == "--out ~/runs/x"  # no ~ expansion after "="
+    assert shown_path(f"--report-dir={ROOT / 'docs'}", home=HOME) == "--report-dir docs"
+    assert shown_path("--set=seed=1", home=HOME) == "--set=seed=1"
 
 
 def test_the_repository_wins_over_home_when_it_lies_under_home():
