@@ -40,8 +40,8 @@ Wall-clock on 2 cores, two runs side by side (one core each). push-v3 steps at ~
 (reach-v3: ~1.46k; docs/metaworld/ml1-push-speed), and the local sampler keeps 96 % of that. An ML1 push run
 (10 tasks × 10 episodes × horizon 150 × 2 = 30k env steps per iteration) took a median 35 s per iteration on an
 otherwise idle machine (52–54 s beside other work), so each pair of seeds' 120 iterations takes 1.2–1.8 h.
-An ML10 iteration is 20 × 10 × 150 × 2 = 60k env steps, 50–90 s side by side (measured: 50–55 s on an idle
-machine); 15 M steps are 250 iterations, 3.5–6.5 h with the two methods side by side. The evaluations add
+An ML10 iteration is 20 × 10 × 150 × 2 = 60k env steps, 50–90 s side by side (measured: a mean 52–56 s on an
+otherwise idle machine); 15 M steps are 250 iterations, 3.5–6.5 h with the two methods side by side. The evaluations add
 about 10 min per run (50 goals × 20 episodes, and the protocol's 50 rounds × 13 episodes per class).
 """
 
