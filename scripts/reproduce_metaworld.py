@@ -164,6 +164,16 @@ def per_class(tasks: list[dict[str, Any]], values: np.ndarray) -> dict[str, list
     return {c: values[idx].mean(0).tolist() for c, idx in sorted(classes.items())}
 
 
+def evaluation_cache(args: argparse.Namespace, benchmark: str, name: str) -> Path:
+    """Where evaluation (a) of a run is cached."""
+    return args.out / "evaluation" / benchmark / f"{name}.json"
+
+
+def protocol_cache(args: argparse.Namespace, benchmark: str) -> Path:
+    """The folder where Meta-World's protocol (b) caches a benchmark's runs, one file per checkpoint digest."""
+    return args.out / "evaluation" / benchmark / "protocol"
+
+
 def evaluation_settings(args: argparse.Namespace, final: Path) -> dict[str, Any]:
     return {"tasks": args.eval_tasks, "steps": EVAL_STEPS, "episodes": args.eval_episodes, "seed": args.eval_seed,
             "checkpoint_sha256": file_digest(final)}
@@ -172,7 +182,7 @@ def evaluation_settings(args: argparse.Namespace, final: Path) -> dict[str, Any]
 def cached_evaluation(args: argparse.Namespace, benchmark: str, name: str) -> dict[str, Any] | None:
     """The cached evaluation (a) of a run's ``final.pt`` at these settings; None without one or with
     ``--reevaluate``."""
-    cache = args.out / "evaluation" / benchmark / f"{name}.json"
+    cache = evaluation_cache(args, benchmark, name)
     if args.reevaluate or not cache.is_file():
         return None
     cached = json.loads(cache.read_text())
@@ -185,7 +195,7 @@ def evaluate(args: argparse.Namespace, benchmark: str, name: str) -> dict[str, A
     from metasgd_rl.report import load_checkpoint
 
     final = run_dir(args.out, benchmark, name) / "final.pt"
-    cache = args.out / "evaluation" / benchmark / f"{name}.json"
+    cache = evaluation_cache(args, benchmark, name)
     cached = cached_evaluation(args, benchmark, name)
     if cached is not None:
         return cached
@@ -222,7 +232,7 @@ def protocol(args: argparse.Namespace, benchmark: str, name: str) -> dict[str, A
     from metasgd_rl_envs.metaworld_protocol import evaluate_checkpoint
 
     final = run_dir(args.out, benchmark, name) / "final.pt"
-    cache = args.out / "evaluation" / benchmark / "protocol"
+    cache = protocol_cache(args, benchmark)
     if args.reevaluate:
         (cache / f"{file_digest(final)[:16]}.json").unlink(missing_ok=True)
     return evaluate_checkpoint(final, protocol_settings(args), cache)
@@ -235,7 +245,7 @@ def is_evaluated(args: argparse.Namespace, benchmark: str, name: str) -> bool:
     from metasgd_rl_envs.metaworld_protocol import cached_protocol_result
 
     final = run_dir(args.out, benchmark, name) / "final.pt"
-    return cached_protocol_result(final, protocol_settings(args), args.out / "evaluation" / benchmark / "protocol"
+    return cached_protocol_result(final, protocol_settings(args), protocol_cache(args, benchmark)
                                   ) is not None
 
 
