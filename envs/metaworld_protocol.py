@@ -307,7 +307,10 @@ def per_goal_success(episodes: Sequence[Mapping[str, Any]], env_classes: Sequenc
 def cached_protocol_result(path: Path, settings: Mapping[str, Any], cache: Path) -> dict[str, Any] | None:
     """The result :func:`evaluate_checkpoint` cached in ``cache`` for the checkpoint ``path`` (its sha256) and
     ``settings``; None when there is none or it was computed for other bytes or settings."""
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _read_cache(cache, hashlib.sha256(path.read_bytes()).hexdigest(), settings)
+
+
+def _read_cache(cache: Path, sha: str, settings: Mapping[str, Any]) -> dict[str, Any] | None:
     cached = cache / f"{sha[:16]}.json"
     if not cached.is_file():
         return None
@@ -326,7 +329,7 @@ def evaluate_checkpoint(path: Path, settings: Mapping[str, Any], cache: Path) ->
     settings = dict(settings)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     cached = cache / f"{sha[:16]}.json"
-    result = cached_protocol_result(path, settings, cache)
+    result = _read_cache(cache, sha, settings)
     if result is not None:
         print(f"{path}: cached ({cached})", flush=True)
         return result

@@ -3,6 +3,7 @@ episodes it is given become the right batch, and the per-goal count covers every
 
 from __future__ import annotations
 
+import hashlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -121,3 +122,31 @@ def test_bad_protocol_settings_are_refused(model):
         metaworld_protocol(model, adaptation_episodes=0)
     with pytest.raises(ValueError, match="needs a Meta-World task family"):
         metaworld_protocol(msr.MetaSGD("Navigation2D-v0"))
+
+
+def test_a_checkpoints_protocol_result_is_cached_per_bytes_and_settings(model, tmp_path, monkeypatch):
+    calls = []
+
+    def counted(loaded, **settings):
+        calls.append(settings)
+        return {"success": 0.5 + len(calls)}
+
+    monkeypatch.setattr(protocol_module, "metaworld_protocol", counted)
+    checkpoint, cache = model.save(tmp_path / "final.pt"), tmp_path / "cache"
+    settings = {"adaptation_episodes": 2, "evaluation_episodes": 1, "seed": 0}
+    assert protocol_module.cached_protocol_result(checkpoint, settings, cache) is None
+    first = protocol_module.evaluate_checkpoint(checkpoint, settings, cache)
+    assert calls == [settings] and first["success"] == 1.5
+    assert first["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert protocol_module.evaluate_checkpoint(checkpoint, settings, cache) == first and len(calls) == 1
+    assert protocol_module.cached_protocol_result(checkpoint, settings, cache) == first
+    other = settings | {"seed": 1}  # other settings: computed again, and the first result is no longer served
+    assert protocol_module.cached_protocol_result(checkpoint, other, cache) is None
+    assert protocol_module.evaluate_checkpoint(checkpoint, other, cache)["success"] == 2.5
+    model.iteration += 1  # other bytes under the same name: computed again
+    try:
+        model.save(checkpoint)
+    finally:
+        model.iteration -= 1
+    assert protocol_module.cached_protocol_result(checkpoint, other, cache) is None
+    assert protocol_module.evaluate_checkpoint(checkpoint, other, cache)["success"] == 3.5 and len(calls) == 3
