@@ -204,9 +204,11 @@ class MetaSGDAgent:
 
 def metaworld_protocol(model: Any, *, envs_per_class: int = 1, adaptation_steps: int = 1,
                        adaptation_episodes: int = 10, evaluation_episodes: int = 3, seed: int = 0,
-                       split: str = "test", deterministic: bool = False) -> dict[str, Any]:
+                       split: str = "test", deterministic: bool = False,
+                       horizon: int | None = None) -> dict[str, Any]:
     """Run ``metaworld.evaluation.metalearning_evaluation`` on ``model`` (its family a Meta-World family) over all
-    goals of the benchmark's ``split`` classes (``envs_per_class`` must divide 50), at the family's horizon.
+    goals of the benchmark's ``split`` classes (``envs_per_class`` must divide 50), at ``horizon`` steps per
+    episode (None: the family's, the horizon the model trained at; the papers evaluate at Meta-World's 500).
 
     Returns plain data: the settings; ``metaworld``'s ``success`` (mean over classes), ``return`` and
     ``success_per_class``; and ``per_goal``: for each class the success of each goal's first
@@ -223,6 +225,9 @@ def metaworld_protocol(model: Any, *, envs_per_class: int = 1, adaptation_steps:
                         ("adaptation_episodes", adaptation_episodes), ("evaluation_episodes", evaluation_episodes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} is not allowed; use an integer >= 1")
+    if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1):
+        raise ValueError(f"horizon={horizon!r} is not allowed; use an integer >= 1 (or None: the family's)")
+    horizon = family.max_episode_steps if horizon is None else horizon
     if GOALS_PER_CLASS % envs_per_class:
         raise ValueError(f"envs_per_class={envs_per_class} is not allowed; use a divisor of {GOALS_PER_CLASS} "
                          "(each sub-env then visits its share of a class's goals once)")
@@ -233,7 +238,7 @@ def metaworld_protocol(model: Any, *, envs_per_class: int = 1, adaptation_steps:
     classes = family.classes[split]
     num_envs = envs_per_class * len(classes)
     rounds = GOALS_PER_CLASS // envs_per_class
-    envs = _test_envs(family, name, num_envs, split)
+    envs = _test_envs(family, name, num_envs, split, horizon)
     recorder = EpisodeRecorder()
     recording = RecordingVectorEnv(envs, recorder)
     agent = MetaSGDAgent(model, num_envs, adaptation_episodes, seed, recorder, deterministic)
@@ -249,7 +254,7 @@ def metaworld_protocol(model: Any, *, envs_per_class: int = 1, adaptation_steps:
     return {
         "protocol": "metaworld.evaluation.metalearning_evaluation",
         "benchmark": family.benchmark, "env_name": family.env_name, "benchmark_seed": family.benchmark_seed,
-        "split": split, "classes": list(classes), "horizon": family.max_episode_steps,
+        "split": split, "classes": list(classes), "horizon": horizon,
         "envs_per_class": envs_per_class, "rounds": rounds, "adaptation_steps": adaptation_steps,
         "adaptation_episodes": adaptation_episodes, "evaluation_episodes": evaluation_episodes,
         "deterministic": bool(deterministic), "seed": int(seed),
@@ -259,14 +264,15 @@ def metaworld_protocol(model: Any, *, envs_per_class: int = 1, adaptation_steps:
     }
 
 
-def _test_envs(family: MetaWorldFamily, name: str, num_envs: int, split: str) -> gym.vector.VectorEnv:
+def _test_envs(family: MetaWorldFamily, name: str, num_envs: int, split: str,
+               horizon: int) -> gym.vector.VectorEnv:
     """``metaworld.make_ml_envs(name, seed=family.benchmark_seed, ...)``, the protocol's vector env. Where
     ``metaworld`` has the builder ``make_ml_envs`` wraps, it is given the benchmark the family already built (the
     same tasks, built once per process), so that each evaluation does not build ML10's or ML45's tasks again
     (ML10 takes over 10 s)."""
     metaworld = import_metaworld()
     kwargs = dict(meta_batch_size=num_envs, seed=family.benchmark_seed, split=split, vector_strategy="sync",
-                  terminate_on_success=True, task_select="pseudorandom", max_episode_steps=family.max_episode_steps)
+                  terminate_on_success=True, task_select="pseudorandom", max_episode_steps=horizon)
     build = getattr(metaworld, "_make_ml_envs_inner", None)
     if build is None:
         return metaworld.make_ml_envs(name, **kwargs)

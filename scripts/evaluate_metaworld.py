@@ -77,7 +77,11 @@ def main() -> None:
     parser.add_argument("--evaluation-episodes", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="seed of the policy's action noise")
     parser.add_argument("--deterministic", action="store_true", help="the policy's mean in evaluation episodes")
+    parser.add_argument("--horizon", type=int, default=None,
+                        help="steps per episode (default: the run's own; Meta-World's papers evaluate at 500)")
     args = parser.parse_args()
+    if args.horizon is not None and args.horizon < 1:
+        parser.error(f"--horizon {args.horizon} is not allowed; use an integer >= 1")
 
     from metasgd_rl.allocator import reuse_freed_memory
 
@@ -85,6 +89,8 @@ def main() -> None:
     settings = {"envs_per_class": args.envs_per_class, "adaptation_steps": args.adaptation_steps,
                 "adaptation_episodes": args.adaptation_episodes, "evaluation_episodes": args.evaluation_episodes,
                 "seed": args.seed, "deterministic": args.deterministic}
+    if args.horizon is not None:  # only when asked for, so that the caches of the runs' own horizon stay valid
+        settings["horizon"] = args.horizon
     results = [evaluate_checkpoint(checkpoint_of(run), settings, args.out / "runs") for run in args.runs]
     kinds = {(r["benchmark"], r["env_name"], r["benchmark_seed"], r["horizon"]) for r in results}
     if len(kinds) > 1:

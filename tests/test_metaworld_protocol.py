@@ -106,9 +106,9 @@ def test_the_protocol_runs_metaworlds_helper_over_every_test_goal_once(model, mo
     assert result["success"] == pytest.approx(per_goal["mean"]["after"])
     # on Meta-World's own test env, as its documentation builds it (the benchmark built anew), the run is the
     # same: the goals are the benchmark's, the noise comes from the seed
-    def public(family, name, num_envs, split):
+    def public(family, name, num_envs, split, horizon):
         return metaworld.make_ml_envs_test(name, seed=family.benchmark_seed, meta_batch_size=num_envs,
-                                           max_episode_steps=family.max_episode_steps)
+                                           max_episode_steps=horizon)
 
     monkeypatch.setattr(protocol_module, "_test_envs", public)
     again = metaworld_protocol(model, adaptation_episodes=2, evaluation_episodes=2, seed=3)
@@ -150,3 +150,21 @@ def test_a_checkpoints_protocol_result_is_cached_per_bytes_and_settings(model, t
         model.iteration -= 1
     assert protocol_module.cached_protocol_result(checkpoint, other, cache) is None
     assert protocol_module.evaluate_checkpoint(checkpoint, other, cache)["success"] == 3.5 and len(calls) == 3
+
+
+def test_the_protocol_runs_at_the_horizon_asked_for_and_refuses_a_bad_one(model, monkeypatch):
+    built = []
+    original = protocol_module._test_envs
+
+    def recorded(family, name, num_envs, split, horizon):
+        envs = original(family, name, num_envs, split, horizon)
+        built.append((horizon, envs.get_attr("_max_episode_steps")))
+        return envs
+
+    monkeypatch.setattr(protocol_module, "_test_envs", recorded)
+    assert metaworld_protocol(model, adaptation_episodes=2, evaluation_episodes=1)["horizon"] == 8  # the run's own
+    result = metaworld_protocol(model, adaptation_episodes=2, evaluation_episodes=1, horizon=5)
+    assert result["horizon"] == 5 and built == [(8, (8,)), (5, (5,))]  # each episode cut at the horizon
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"horizon={bad!r} is not allowed"):
+            metaworld_protocol(model, horizon=bad)
