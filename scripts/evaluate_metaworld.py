@@ -9,6 +9,8 @@ step, 3 evaluation episodes ending at success). Results are cached per checkpoin
 ``OUT/runs/``, so adding a seed re-evaluates only that run. ``OUT/results.md`` and ``OUT/results.json`` give, per
 method, the success rate of each seed, their mean ± 95 % t-interval and interquartile mean (Meta-World+'s
 aggregate), the per-goal success before and after adaptation, and each class's success (mean over seeds).
+Episodes run at each run's own horizon; ``--horizon 500`` counts success within the 500 steps of Meta-World's
+environments and papers instead (cached apart).
 """
 
 from __future__ import annotations
