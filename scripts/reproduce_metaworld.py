@@ -368,8 +368,10 @@ def report(args: argparse.Namespace, wall: dict[str, float], start: float) -> No
         summary = summarise_seeds(success, tested=tested)
         return_summary = summarise_seeds(returns, tested=tested)
         iqm = {m: [interquartile_mean(a[:, k]) for k in range(a.shape[1])] for m, a in success.items()}
+        # the iterations the evaluated checkpoints trained (not the ones asked for: --evaluate-only asks for none)
+        iterations = max(r["iteration"] for by_seed in present.values() for r in by_seed.values())
         json_summary[benchmark] = {"success_percent": summary, "returns": return_summary, "success_iqm_percent": iqm,
-                                   "protocol": protocols[benchmark], "iterations": iterations_of(args, benchmark)}
+                                   "protocol": protocols[benchmark], "iterations": iterations}
         config = config_of(args, benchmark, "maml")
         lines += [f"## {benchmark}", "",
                   f"Held-out evaluation (a), as `metasgd-rl evaluate CKPT --tasks {args.eval_tasks} --steps 1 "
@@ -401,7 +403,7 @@ def report(args: argparse.Namespace, wall: dict[str, float], start: float) -> No
                       BESIDE_HEADER[0].replace("group", "benchmark"), BESIDE_HEADER[1], *beside, ""]
         if benchmark == ML10:
             lines += [*class_table(present), ""]
-        lines += [differences(benchmark, config, iterations_of(args, benchmark), len(seeds_of(args, benchmark)),
+        lines += [differences(benchmark, config, iterations, len(seeds_of(args, benchmark)),
                               args.protocol_evaluation_episodes), ""]
 
     wall = wall | {"total": time.perf_counter() - start}  # the evaluations above included

@@ -148,6 +148,11 @@ def test_metaworld_study_trains_evaluates_reuses_and_matches_evaluate_adaptation
     # the published directory alone gives the same report, from its published evaluations
     _script(*TINY, "--out", str(published), "--evaluate-only")
     assert json.loads((published / "results.json").read_text())["summary"] == results["summary"]
+    # ... also without --ml10-iterations (250 by default): the report states what the checkpoints trained
+    i = TINY.index("--ml10-iterations")
+    _script(*TINY[:i], *TINY[i + 2:], "--out", str(published), "--evaluate-only")
+    assert json.loads((published / "results.json").read_text())["summary"]["ML10"]["iterations"] == 1
+    assert "1 iterations (≤ " in (published / "results.md").read_text()
 
     # the report's numbers are those of a direct evaluate_adaptation of the published checkpoint
     model = load_checkpoint(published / "runs" / "ML10" / "metasgd-seed0" / "final.pt")
