@@ -36,13 +36,14 @@ Stages, each resumable (run the same command again after a stop or a crash):
    ``config.yaml`` and ``metrics.csv`` and the evaluations into ``--report-dir``/runs and /evaluation, the layout
    of ``--out``, so that ``--out REPORT_DIR --evaluate-only`` evaluates the published checkpoints again.
 
-Wall-clock on 2 cores, two runs side by side (one core each). push-v3 steps at ~690 env steps/s in one process
-(reach-v3: ~1.46k; docs/metaworld/ml1-push-speed), and the local sampler keeps 96 % of that. An ML1 push run
-(10 tasks × 10 episodes × horizon 150 × 2 = 30k env steps per iteration) took a median 35 s per iteration on an
-otherwise idle machine (52–54 s beside other work), so each pair of seeds' 120 iterations takes 1.2–1.8 h.
-An ML10 iteration is 20 × 10 × 150 × 2 = 60k env steps, 50–90 s side by side (measured: a mean 52–56 s on an
-otherwise idle machine); 15 M steps are 250 iterations, 3.5–6.5 h with the two methods side by side. The evaluations add
-about 10 min per run (50 goals × 20 episodes, and the protocol's 50 rounds × 13 episodes per class).
+Wall-clock on 2 cores, two runs side by side (one core each), measured on the published runs
+(docs/metaworld/study/results.md). push-v3 steps at ~690 env steps/s in one process (reach-v3: ~1.46k;
+docs/metaworld/ml1-push-speed), and the local sampler keeps 96 % of that. An ML1 push run (10 tasks × 10 episodes
+× horizon 150 × 2 = 30k env steps per iteration) takes a median 34–35 s per iteration on an otherwise idle machine
+(52–54 s beside other work), so each pair of seeds' 120 iterations takes 1.1–1.2 h. An ML10 iteration is 20 × 10
+× 150 × 2 = 60k env steps, a median 48–51 s; 15 M steps are 250 iterations, 3.5–3.9 h with the two methods side
+by side. The evaluations, two runs at a time, take 2.5–3 min for (a) per run and 2.5 min (push) or 8 min (ML10's
+five classes) for (b).
 """
 
 from __future__ import annotations
