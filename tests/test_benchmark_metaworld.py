@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from tests.script_module import load_script as load_named_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("benchmark_metaworld", ROOT / "scripts" / "benchmark_metaworld.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_named_script("benchmark_metaworld")
 
 
 THROUGHPUT = dict(env_name="push-v3", tasks=10, episodes=10, horizon=150, raw_steps_per_s=689.2,

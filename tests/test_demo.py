@@ -9,7 +9,6 @@ one iteration, to stay fast), and that without ``--set num_threads=2`` it would 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
 from pathlib import Path
@@ -18,6 +17,7 @@ from types import ModuleType
 import pytest
 
 from metasgd_rl.cli import main
+from tests.script_module import load_script
 from tests.tiny_config import assert_same_state, load_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +27,7 @@ SMALL = ["meta_batch_size=2", "episodes_per_task=2"]
 
 def _load_demo() -> ModuleType:
     """scripts/demo.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("demo")
 
 
 def _bash_commands(path: Path) -> list[str]:

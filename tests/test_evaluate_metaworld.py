@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.script_module import load_script
+
 pytest.importorskip("metaworld", reason="the metaworld extra is not installed")
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "evaluate_metaworld.py"
 
 
 @pytest.fixture()
 def script():
-    spec = importlib.util.spec_from_file_location("evaluate_metaworld", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("evaluate_metaworld")
 
 
 class Handed(Exception):

@@ -4,7 +4,6 @@ numbers equal a direct ``evaluate_adaptation`` of the published checkpoint."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,16 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.script_module import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "reproduce_metaworld.py"
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("reproduce_metaworld", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("reproduce_metaworld")
 
 
 def test_ml10_iterations_default_to_fifteen_million_steps_of_the_configs(study):
