@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from metasgd_rl.command_line import shown_command
+from metasgd_rl.command_line import shown_command, shown_path
 from metasgd_rl.io import atomic_write_text
 from metasgd_rl_envs.metaworld_protocol import evaluate_checkpoint, summarise_protocol_runs
 
@@ -38,11 +38,14 @@ def checkpoint_of(path: Path) -> Path:
     return path
 
 
+def benchmark_title(result: dict[str, Any]) -> str:
+    """The benchmark a protocol result is for: ``"ML1 push-v3"`` (ML1 names its task), ``"ML10"``."""
+    return " ".join(filter(None, (result["benchmark"], result["env_name"])))
+
+
 def markdown(summary: dict[str, Any], results: list[dict[str, Any]], command: str) -> str:
     first = results[0]
-    bench = first["env_name"] or first["benchmark"]
-    lines = [f"# Meta-World {first['benchmark']} {bench if first['env_name'] else ''}: the benchmark's evaluation"
-             .replace("  ", " "), "", "    " + command, "",
+    lines = [f"# Meta-World {benchmark_title(first)}: the benchmark's evaluation", "", "    " + command, "",
              f"`metaworld.evaluation.metalearning_evaluation` on all {len(first['classes'])} {first['split']} "
              f"class(es) × 50 goals ({first['envs_per_class']} sub-env(s) per class, {first['rounds']} rounds), "
              f"{first['adaptation_episodes']} adaptation episodes, {first['adaptation_steps']} inner step(s), "
@@ -63,8 +66,8 @@ def markdown(summary: dict[str, Any], results: list[dict[str, Any]], command: st
             lines.append(f"| {method} | " + " | ".join(f"{s['classes'].get(c, float('nan')):.2f}" for c in classes)
                          + " |")
     lines += ["", "Runs:", ""] + [f"- {r['label']}: iteration {r['iteration']}, success {r['success']:.3f}, per goal "
-                                   f"{r['per_goal_before']:.3f} → {r['per_goal_after']:.3f} (`{r['checkpoint']}`)"
-                                   for s in summary.values() for r in s["runs"]]
+                                   f"{r['per_goal_before']:.3f} → {r['per_goal_after']:.3f} "
+                                   f"(`{shown_path(r['checkpoint'])}`)" for s in summary.values() for r in s["runs"]]
     return "\n".join(lines) + "\n"
 
 

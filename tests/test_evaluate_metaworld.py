@@ -54,3 +54,9 @@ def test_a_bad_horizon_or_a_missing_run_is_refused_in_one_line(script, monkeypat
     monkeypatch.setattr(sys, "argv", ["evaluate_metaworld.py", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="nowhere: no such run directory or checkpoint"):
         script.main()
+
+
+def test_the_reports_title_names_the_benchmark_and_an_ml1_task(script):
+    assert script.benchmark_title({"benchmark": "ML1", "env_name": "push-v3"}) == "ML1 push-v3"
+    assert script.benchmark_title({"benchmark": "ML10", "env_name": None}) == "ML10"
+    assert script.benchmark_title({"benchmark": "ML45", "env_name": ""}) == "ML45"
