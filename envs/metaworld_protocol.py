@@ -221,12 +221,11 @@ def metaworld_protocol(model: Any, *, envs_per_class: int = 1, adaptation_steps:
     family = model.family
     if not isinstance(family, MetaWorldFamily):
         raise ValueError(f"the Meta-World protocol needs a Meta-World task family, not {family!r}")
-    for name, value in (("envs_per_class", envs_per_class), ("adaptation_steps", adaptation_steps),
-                        ("adaptation_episodes", adaptation_episodes), ("evaluation_episodes", evaluation_episodes)):
+    counts = [("envs_per_class", envs_per_class), ("adaptation_steps", adaptation_steps),
+              ("adaptation_episodes", adaptation_episodes), ("evaluation_episodes", evaluation_episodes)]
+    for name, value in counts + ([("horizon", horizon)] if horizon is not None else []):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} is not allowed; use an integer >= 1")
-    if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1):
-        raise ValueError(f"horizon={horizon!r} is not allowed; use an integer >= 1 (or None: the family's)")
     horizon = family.max_episode_steps if horizon is None else horizon
     if GOALS_PER_CLASS % envs_per_class:
         raise ValueError(f"envs_per_class={envs_per_class} is not allowed; use a divisor of {GOALS_PER_CLASS} "

@@ -25,11 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["meta_batch_size=2", "episodes_per_task=2"]
 
 
-def _load_demo() -> ModuleType:
-    """scripts/demo.py as a module (scripts/ is not a package)."""
-    return load_script("demo")
-
-
 def _bash_commands(path: Path) -> list[str]:
     """The ``metasgd-rl train`` lines of a markdown file's code blocks, continuation lines joined."""
     text = re.sub(r"\\\n\s*", "", path.read_text(encoding="utf-8"))
@@ -47,7 +42,7 @@ def _final_state(run_dir: Path, *without: str) -> dict:
 @pytest.fixture
 def demo(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The demo with a small meta-batch added to its overrides (its training and its printed command alike)."""
-    module = _load_demo()
+    module = load_script("demo")
     overrides = module.overrides
     monkeypatch.setattr(module, "overrides", lambda *args: [*overrides(*args), *SMALL])
     return module
@@ -55,7 +50,7 @@ def demo(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 @pytest.mark.parametrize("page", ["README.md", "docs/getting-started.md"])
 def test_the_docs_give_the_command_that_the_demo_prints(page):
-    demo = _load_demo()
+    demo = load_script("demo")
     assert demo.cli_command(40, 0, 2, "runs/demo-cli") in _bash_commands(ROOT / page)
 
 
